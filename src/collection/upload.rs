@@ -1,0 +1,183 @@
+//! Full upload: the client's whole collection replaces the server's.
+//!
+//! The body streams through the zstd decoder into a temp file next to the
+//! collection (never into memory), is checked, fsynced and renamed into place.
+//! The replaced collection becomes a snapshot first.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::{register_unicase, schema, snapshots, FILE_NAME};
+use crate::durable;
+use crate::framing::{copy_body, BodyError, Incoming};
+
+/// An uploaded collection in its temp file, removed on drop unless installed.
+pub struct Received {
+    path: Option<PathBuf>,
+}
+
+impl Received {
+    pub fn path(&self) -> &Path {
+        self.path.as_deref().expect("not yet installed")
+    }
+}
+
+impl Drop for Received {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take() {
+            let _ = durable::remove_if_present(&path);
+            for suffix in ["-wal", "-shm"] {
+                let _ = durable::remove_if_present(&sidecar(&path, suffix));
+            }
+        }
+    }
+}
+
+/// Why an upload was not taken. The client shows the message as is.
+#[derive(Debug)]
+pub enum Refused {
+    TooLarge { limit: u64 },
+    Damaged(String),
+    Io(io::Error),
+}
+
+impl Refused {
+    pub fn message(&self) -> String {
+        match self {
+            Refused::TooLarge { limit } => format!(
+                "The collection is larger than this server accepts ({} MB; the limit is set \
+                 with MAX_SYNC_PAYLOAD_MEGS). Nothing was changed on the server.",
+                limit >> 20
+            ),
+            Refused::Damaged(why) => format!(
+                "The uploaded collection is damaged or incomplete ({why}). Nothing was changed \
+                 on the server. Use Tools > Check Database in Anki, then sync again."
+            ),
+            Refused::Io(e) => format!("The server could not store the upload ({e})."),
+        }
+    }
+}
+
+/// Streams a request body into a temp file in `dir`. Blocking.
+pub fn receive(
+    dir: &Path,
+    body: &mut Incoming,
+    zstd: bool,
+    limit: u64,
+) -> Result<Received, Refused> {
+    let received = Received {
+        path: Some(durable::temp_path(dir, "upload")),
+    };
+    let file = durable::create_private(received.path()).map_err(Refused::Io)?;
+    let mut out = BufWriter::with_capacity(64 * 1024, file);
+    match copy_body(body, zstd, limit, &mut out) {
+        Ok(_) => {}
+        Err(BodyError::TooLarge) => {
+            // Let the client finish sending so it reads our answer.
+            body.drain(limit);
+            return Err(Refused::TooLarge { limit });
+        }
+        Err(BodyError::Malformed(e)) => return Err(Refused::Damaged(e.to_string())),
+        Err(BodyError::Output(e)) => return Err(Refused::Io(e)),
+    }
+    let file = out.into_inner().map_err(|e| Refused::Io(e.into_error()))?;
+    file.sync_all().map_err(Refused::Io)?;
+    Ok(received)
+}
+
+/// Checks that a file is a schema-18 collection a client can open. Blocking.
+pub fn validate(path: &Path) -> Result<(), String> {
+    let mut magic = [0u8; 16];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .map_err(|_| "not an SQLite file".to_string())?;
+    if &magic != b"SQLite format 3\0" {
+        return Err("not an SQLite file".into());
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| e.to_string())?;
+    register_unicase(&conn).map_err(|e| e.to_string())?;
+    let result = check_contents(&conn);
+    let _ = conn.close();
+    result
+}
+
+fn check_contents(conn: &Connection) -> Result<(), String> {
+    let check: String = conn
+        .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    if check != "ok" {
+        return Err(format!("SQLite check: {check}"));
+    }
+    for table in schema::TABLES {
+        let found: bool = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
+                [table],
+                |r| r.get(0),
+            )
+            .map_err(|e| e.to_string())?;
+        if !found {
+            return Err(format!("table '{table}' is missing"));
+        }
+    }
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM col", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    if rows != 1 {
+        return Err(format!("{rows} rows in table col"));
+    }
+    let version: i64 = conn
+        .query_row("SELECT ver FROM col", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    if version != schema::SCHEMA_VERSION {
+        return Err(format!(
+            "schema version {version}, expected {}",
+            schema::SCHEMA_VERSION
+        ));
+    }
+    Ok(())
+}
+
+/// Puts a received, validated file in place of the collection in `dir`,
+/// keeping the old one as a snapshot. The caller has closed every connection
+/// to the old collection. Returns the snapshot to compress, if any. Blocking.
+pub fn install(dir: &Path, received: &mut Received) -> io::Result<Option<PathBuf>> {
+    let live = dir.join(FILE_NAME);
+    let mut snapshot = None;
+    if live.exists() {
+        // A WAL left by a crash belongs to the old file: fold it in now, or it
+        // would be replayed onto the new one.
+        if sidecar(&live, "-wal").exists() {
+            let conn = super::open(&live).map_err(io::Error::other)?;
+            super::checkpoint(&conn).map_err(io::Error::other)?;
+            conn.close().map_err(|(_, e)| io::Error::other(e))?;
+        }
+        snapshot = Some(snapshots::keep(dir, &live)?);
+    }
+    for suffix in ["-wal", "-shm"] {
+        durable::remove_if_present(&sidecar(&live, suffix))?;
+    }
+    let temp = received.path.take().expect("installed once");
+    durable::commit_rename(&temp, &live)?;
+    Ok(snapshot)
+}
+
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Writes `data` as a zstd stream: used by tests and the snapshot code alike.
+pub fn write_zstd(mut from: impl Read, to: impl Write) -> io::Result<()> {
+    let mut encoder = zstd::stream::write::Encoder::new(to, 3)?;
+    io::copy(&mut from, &mut encoder)?;
+    encoder.finish()?.flush()
+}

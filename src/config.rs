@@ -1,0 +1,230 @@
+//! Configuration from the environment, with the official server's variable
+//! names so an existing setup moves over unchanged.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How a user's secret is given in `SYNC_USERn`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Secret {
+    /// The password itself (`PASSWORDS_HASHED` unset).
+    Plain(String),
+    /// A PHC string such as `$pbkdf2-sha256$i=600000,l=32$salt$hash`.
+    Phc(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserSpec {
+    pub name: String,
+    pub secret: Secret,
+    /// The whole `user:secret` value as written in the environment: the
+    /// official server derives host keys from it, and so do we.
+    pub raw: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub users: Vec<UserSpec>,
+    pub base: PathBuf,
+    pub host: IpAddr,
+    pub port: u16,
+    /// `MAX_SYNC_PAYLOAD_MEGS` in bytes.
+    pub max_payload: u64,
+    /// When socket-activated, exit after this long without a request.
+    /// `None` keeps running forever.
+    pub idle_exit: Option<Duration>,
+}
+
+pub const DEFAULT_PORT: u16 = 8080;
+pub const DEFAULT_MAX_PAYLOAD_MEGS: u64 = 100;
+pub const DEFAULT_IDLE_EXIT_SECS: u64 = 300;
+
+impl Config {
+    pub fn from_env() -> Result<Config, String> {
+        Config::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `get`, so tests need not touch the
+    /// process environment.
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
+        let hashed = get("PASSWORDS_HASHED").is_some();
+        let mut users: Vec<UserSpec> = Vec::new();
+        // Like the official server: SYNC_USER1, SYNC_USER2, ... until the first gap.
+        for n in 1.. {
+            let var = format!("SYNC_USER{n}");
+            let Some(raw) = get(&var) else { break };
+            let user = parse_user(&var, &raw, hashed)?;
+            if users.iter().any(|u| u.name == user.name) {
+                return Err(format!("{var}: user '{}' is defined twice", user.name));
+            }
+            users.push(user);
+        }
+        if users.is_empty() {
+            return Err("no users: set SYNC_USER1=username:password".into());
+        }
+
+        let base = match get("SYNC_BASE") {
+            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+            _ => PathBuf::from("data"),
+        };
+        let host = match get("SYNC_HOST") {
+            Some(h) => h
+                .parse()
+                .map_err(|_| format!("SYNC_HOST: '{h}' is not an IP address"))?,
+            None => IpAddr::from([0, 0, 0, 0]),
+        };
+        let port = number("SYNC_PORT", get("SYNC_PORT"), DEFAULT_PORT as u64)?;
+        let port = u16::try_from(port).map_err(|_| format!("SYNC_PORT: {port} is not a port"))?;
+        let megs = number(
+            "MAX_SYNC_PAYLOAD_MEGS",
+            get("MAX_SYNC_PAYLOAD_MEGS"),
+            DEFAULT_MAX_PAYLOAD_MEGS,
+        )?;
+        if megs == 0 || megs > 1 << 20 {
+            return Err(format!("MAX_SYNC_PAYLOAD_MEGS: {megs} is out of range"));
+        }
+        let idle = number(
+            "LEITNER_IDLE_EXIT_SECS",
+            get("LEITNER_IDLE_EXIT_SECS"),
+            DEFAULT_IDLE_EXIT_SECS,
+        )?;
+        Ok(Config {
+            users,
+            base,
+            host,
+            port,
+            max_payload: megs << 20,
+            idle_exit: (idle > 0).then(|| Duration::from_secs(idle)),
+        })
+    }
+}
+
+fn number(var: &str, value: Option<String>, default: u64) -> Result<u64, String> {
+    match value {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("{var}: '{v}' is not a whole number")),
+    }
+}
+
+fn parse_user(var: &str, raw: &str, hashed: bool) -> Result<UserSpec, String> {
+    let Some((name, secret)) = raw.split_once(':') else {
+        return Err(format!("{var}: expected username:password"));
+    };
+    check_username(name).map_err(|why| format!("{var}: {why}"))?;
+    if secret.is_empty() {
+        return Err(format!("{var}: the password is empty"));
+    }
+    let secret = if hashed {
+        crate::auth::check_phc(secret).map_err(|why| format!("{var}: {why}"))?;
+        Secret::Phc(secret.to_owned())
+    } else {
+        Secret::Plain(secret.to_owned())
+    };
+    Ok(UserSpec {
+        name: name.to_owned(),
+        secret,
+        raw: raw.to_owned(),
+    })
+}
+
+/// A username names a folder under `SYNC_BASE`, so it must be one plain
+/// path component.
+fn check_username(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("the username is empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("'{name}' cannot be a username"));
+    }
+    if name.len() > 200 {
+        return Err("the username is longer than 200 bytes".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| matches!(c, '/' | '\\') || c.is_control())
+    {
+        return Err(format!("the username contains {c:?}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, String> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_vars(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config(&[("SYNC_USER1", "alice:pa:ss")]).unwrap();
+        assert_eq!(c.users.len(), 1);
+        assert_eq!(c.users[0].name, "alice");
+        assert_eq!(c.users[0].secret, Secret::Plain("pa:ss".into()));
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.host.to_string(), "0.0.0.0");
+        assert_eq!(c.max_payload, 100 << 20);
+        assert_eq!(c.base, PathBuf::from("data"));
+        assert_eq!(c.idle_exit, Some(Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn users_stop_at_the_first_gap() {
+        let c = config(&[
+            ("SYNC_USER1", "a:1"),
+            ("SYNC_USER2", "b:2"),
+            ("SYNC_USER4", "d:4"),
+        ])
+        .unwrap();
+        let names: Vec<_> = c.users.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+    }
+
+    #[test]
+    fn bad_input_is_refused_with_the_variable_named() {
+        assert!(config(&[]).unwrap_err().contains("SYNC_USER1"));
+        for bad in ["nocolon", ":pw", "../x:pw", "a/b:pw", "a:"] {
+            let err = config(&[("SYNC_USER1", bad)]).unwrap_err();
+            assert!(err.starts_with("SYNC_USER1"), "{bad}: {err}");
+        }
+        let err = config(&[("SYNC_USER1", "a:1"), ("SYNC_PORT", "80x")]).unwrap_err();
+        assert!(err.contains("SYNC_PORT"));
+        let err = config(&[("SYNC_USER1", "a:1"), ("SYNC_PORT", "70000")]).unwrap_err();
+        assert!(err.contains("SYNC_PORT"));
+        let err = config(&[("SYNC_USER1", "a:1"), ("SYNC_HOST", "nowhere")]).unwrap_err();
+        assert!(err.contains("SYNC_HOST"));
+        let err = config(&[("SYNC_USER1", "a:1"), ("SYNC_USER2", "a:2")]).unwrap_err();
+        assert!(err.contains("twice"));
+        let err = config(&[("SYNC_USER1", "a:1"), ("MAX_SYNC_PAYLOAD_MEGS", "0")]).unwrap_err();
+        assert!(err.contains("MAX_SYNC_PAYLOAD_MEGS"));
+    }
+
+    #[test]
+    fn hashed_passwords_must_be_phc_strings() {
+        let err = config(&[("SYNC_USER1", "a:secret"), ("PASSWORDS_HASHED", "1")]).unwrap_err();
+        assert!(err.starts_with("SYNC_USER1"), "{err}");
+        let phc = "$pbkdf2-sha256$i=1000,l=32$tonuvYGpksNFQBlEmm3lxg$Ld1Ez8g8bxN5j+9fzQgd3BHYa3kV3Ujkz5Fhj6s5S4U";
+        let c = config(&[
+            ("SYNC_USER1", &format!("a:{phc}")),
+            ("PASSWORDS_HASHED", ""),
+        ])
+        .unwrap();
+        assert_eq!(c.users[0].secret, Secret::Phc(phc.into()));
+    }
+
+    #[test]
+    fn idle_exit_can_be_disabled() {
+        let c = config(&[("SYNC_USER1", "a:1"), ("LEITNER_IDLE_EXIT_SECS", "0")]).unwrap();
+        assert_eq!(c.idle_exit, None);
+    }
+}

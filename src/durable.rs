@@ -1,0 +1,62 @@
+//! Writing files so that a crash or power cut at any moment leaves either the
+//! old or the new file, never a torn one: write to a temp name in the same
+//! folder, fsync it, rename it over the target, fsync the folder.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Marks names this server writes before they are complete, so a start-up
+/// sweep can remove what a crash left behind.
+pub const TEMP_MARK: &str = ".leitner-tmp";
+
+/// A fresh, unused path in `dir` for a file that will be renamed into place.
+pub fn temp_path(dir: &Path, stem: &str) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!("{stem}.{}-{n}{TEMP_MARK}", std::process::id()))
+}
+
+/// Creates a new file readable by its owner only: collections are private.
+pub fn create_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .read(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Renames `from` over `to` (same folder) and makes the rename durable.
+pub fn commit_rename(from: &Path, to: &Path) -> io::Result<()> {
+    fs::rename(from, to)?;
+    sync_dir(to.parent().unwrap_or(Path::new(".")))
+}
+
+/// Removes temp files a crash left in `dir`.
+pub fn sweep_temps(dir: &Path) -> io::Result<()> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().contains(TEMP_MARK) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// Removes a file that may not exist.
+pub fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}

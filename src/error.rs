@@ -1,0 +1,64 @@
+//! The one error type endpoints return. Its status is what the Anki client
+//! turns into a message, so each constructor says which message the user sees.
+
+use http_types::StatusCode;
+
+#[derive(Debug)]
+pub struct Failure {
+    pub status: StatusCode,
+    /// For the log and for people with curl; Anki clients show only the status.
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Failure {
+        Failure {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// 400: the client tells the user to run Check Database.
+    pub fn bad_request(message: impl Into<String>) -> Failure {
+        Failure::new(StatusCode::BadRequest, message)
+    }
+
+    /// 403: "username or password incorrect"; desktop forgets its login.
+    pub fn forbidden() -> Failure {
+        Failure::new(StatusCode::Forbidden, "unknown user or wrong password")
+    }
+
+    /// 409: "only one copy of Anki can sync at once".
+    pub fn conflict(message: impl Into<String>) -> Failure {
+        Failure::new(StatusCode::Conflict, message)
+    }
+
+    /// 500: "server problem, try again later".
+    pub fn internal(message: impl Into<String>) -> Failure {
+        Failure::new(StatusCode::InternalServerError, message)
+    }
+
+    /// 503: also "server problem, try again later", for passing conditions.
+    pub fn unavailable(message: impl Into<String>) -> Failure {
+        Failure::new(StatusCode::ServiceUnavailable, message)
+    }
+
+    /// 501: "your Anki is too old".
+    pub fn too_old(message: impl Into<String>) -> Failure {
+        Failure::new(StatusCode::NotImplemented, message)
+    }
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Failure {
+        Failure::internal(format!("database: {e}"))
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Failure {
+        Failure::internal(format!("i/o: {e}"))
+    }
+}
+
+pub type Outcome<T> = Result<T, Failure>;

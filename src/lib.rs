@@ -1,0 +1,27 @@
+//! leitner: a small, self-hosted Anki sync server for single-board computers.
+//!
+//! Modules follow a request's path: [`listen`] finds the socket, [`server`]
+//! accepts connections and owns the lifecycle, [`route`] maps a path to an
+//! endpoint, [`framing`] speaks the `anki-sync` header and zstd bodies,
+//! [`auth`] turns a host key into an [`account::Account`], [`sync`] runs the
+//! endpoint, and [`collection`] keeps the user's SQLite file on disk.
+//! ARCHITECTURE.md follows one request through all of them.
+
+// Unsafe code is allowed in exactly one place: adopting the socket systemd
+// hands over (see `listen`).
+#![deny(unsafe_code)]
+
+pub mod account;
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod collection;
+pub mod config;
+pub mod durable;
+pub mod error;
+pub mod framing;
+pub mod listen;
+pub mod logging;
+pub mod route;
+pub mod server;
+pub mod sync;

@@ -1,0 +1,152 @@
+//! Logging to stderr, for journald: one line per request (user, endpoint,
+//! status, bytes, milliseconds) plus start-up and trouble. Never passwords,
+//! host keys or card content.
+
+use std::io::Write;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http_types::{Body, Response};
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use smol::io::{AsyncBufRead, AsyncRead};
+
+use crate::server::ActivityGuard;
+
+struct StderrLogger {
+    /// Under systemd, prefix lines with `<N>` so journald records the priority.
+    journald: bool,
+}
+
+impl Log for StderrLogger {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let line = if self.journald {
+            let priority = match record.level() {
+                Level::Error => 3,
+                Level::Warn => 4,
+                Level::Info => 6,
+                Level::Debug | Level::Trace => 7,
+            };
+            format!("<{priority}>{}\n", record.args())
+        } else {
+            match record.level() {
+                Level::Error => format!("error: {}\n", record.args()),
+                Level::Warn => format!("warning: {}\n", record.args()),
+                _ => format!("{}\n", record.args()),
+            }
+        };
+        // One write per line, so lines from different threads never interleave.
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs the logger. `LEITNER_LOG` (error, warn, info, debug) sets the level.
+pub fn init() {
+    let level = match std::env::var("LEITNER_LOG").as_deref() {
+        Ok("error") => LevelFilter::Error,
+        Ok("warn") => LevelFilter::Warn,
+        Ok("debug") => LevelFilter::Debug,
+        Ok("off") => LevelFilter::Off,
+        _ => LevelFilter::Info,
+    };
+    let logger = StderrLogger {
+        journald: std::env::var_os("JOURNAL_STREAM").is_some(),
+    };
+    if log::set_boxed_logger(Box::new(logger)).is_ok() {
+        log::set_max_level(level);
+    }
+}
+
+/// What the request line says, gathered while the request is handled.
+pub struct RequestLine {
+    pub user: Option<String>,
+    pub endpoint: String,
+    pub started: Instant,
+    /// Request body bytes as they came over the wire.
+    pub received: Arc<AtomicU64>,
+    /// Why the request failed, when it did (never content).
+    pub problem: Option<String>,
+}
+
+/// Replaces the response body with one that counts what is sent and writes
+/// the request line when the response is done (or the client went away), so
+/// a streamed download is logged with its real size and duration.
+pub fn attach(mut res: Response, line: RequestLine, activity: ActivityGuard) -> Response {
+    let body = res.take_body();
+    let len = body.len();
+    let status = res.status() as u16;
+    let logged = Logged {
+        inner: body,
+        sent: 0,
+        status,
+        line,
+        _activity: activity,
+    };
+    res.set_body(Body::from_reader(logged, len));
+    res
+}
+
+struct Logged {
+    inner: Body,
+    sent: u64,
+    status: u16,
+    line: RequestLine,
+    _activity: ActivityGuard,
+}
+
+impl AsyncRead for Logged {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(n)) = poll {
+            self.sent += n as u64;
+        }
+        poll
+    }
+}
+
+impl AsyncBufRead for Logged {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<&[u8]>> {
+        Pin::new(&mut self.get_mut().inner).poll_fill_buf(cx)
+    }
+
+    fn consume(mut self: Pin<&mut Self>, amt: usize) {
+        self.sent += amt as u64;
+        Pin::new(&mut self.inner).consume(amt)
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let line = &self.line;
+        let problem = line
+            .problem
+            .as_deref()
+            .map(|p| format!(" ({p})"))
+            .unwrap_or_default();
+        log::info!(
+            "{} {} {} in={} out={} {}ms{}",
+            line.user.as_deref().unwrap_or("-"),
+            line.endpoint,
+            self.status,
+            line.received.load(Ordering::Relaxed),
+            self.sent,
+            line.started.elapsed().as_millis(),
+            problem
+        );
+    }
+}

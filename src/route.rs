@@ -1,0 +1,168 @@
+//! Maps a request path to an endpoint.
+//!
+//! The endpoint is read from the end of the path, so the server works behind
+//! a reverse proxy on a subpath (`http://host/anki/` -> leitner) without being
+//! told the prefix: `/anki/sync/meta` and `/sync/meta` are the same endpoint.
+
+use http_types::Method;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Health,
+    Sync(SyncMethod),
+    Media(MediaMethod),
+}
+
+macro_rules! methods {
+    ($name:ident { $($variant:ident = $wire:literal),* $(,)? }) => {
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $name { $($variant),* }
+
+        impl $name {
+            pub fn from_wire(name: &str) -> Option<$name> {
+                match name { $($wire => Some($name::$variant),)* _ => None }
+            }
+
+            pub fn wire_name(self) -> &'static str {
+                match self { $($name::$variant => $wire),* }
+            }
+        }
+    };
+}
+
+methods!(SyncMethod {
+    HostKey = "hostKey",
+    Meta = "meta",
+    Start = "start",
+    ApplyGraves = "applyGraves",
+    ApplyChanges = "applyChanges",
+    Chunk = "chunk",
+    ApplyChunk = "applyChunk",
+    SanityCheck2 = "sanityCheck2",
+    Finish = "finish",
+    Abort = "abort",
+    Upload = "upload",
+    Download = "download",
+});
+
+methods!(MediaMethod {
+    Begin = "begin",
+    MediaChanges = "mediaChanges",
+    UploadChanges = "uploadChanges",
+    DownloadFiles = "downloadFiles",
+    MediaSanity = "mediaSanity",
+});
+
+impl Endpoint {
+    /// A short name for log lines: `sync/meta`, `msync/begin`, `health`.
+    pub fn log_name(self) -> String {
+        match self {
+            Endpoint::Health => "health".into(),
+            Endpoint::Sync(m) => format!("sync/{}", m.wire_name()),
+            Endpoint::Media(m) => format!("msync/{}", m.wire_name()),
+        }
+    }
+
+    fn allows(self, method: Method) -> bool {
+        match self {
+            Endpoint::Health => matches!(method, Method::Get | Method::Head),
+            // Pre-v11 desktop clients start media syncs with a GET.
+            Endpoint::Media(MediaMethod::Begin) => matches!(method, Method::Get | Method::Post),
+            _ => method == Method::Post,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    NotFound(String),
+    MethodNotAllowed { allow: &'static str },
+}
+
+pub fn route(method: Method, path: &str) -> Result<Endpoint, Refusal> {
+    let mut segments = path.rsplit('/');
+    let last = segments.next().unwrap_or("");
+    let parent = segments.next();
+    let endpoint = match (parent, last) {
+        (Some("sync"), name) => SyncMethod::from_wire(name)
+            .map(Endpoint::Sync)
+            .ok_or_else(|| Refusal::NotFound(format!("no sync method '{name}'")))?,
+        (Some("msync"), name) => MediaMethod::from_wire(name)
+            .map(Endpoint::Media)
+            .ok_or_else(|| Refusal::NotFound(format!("no media sync method '{name}'")))?,
+        (_, "health") => Endpoint::Health,
+        _ => {
+            return Err(Refusal::NotFound(
+                "not an Anki sync endpoint: point Anki at this server's base URL".into(),
+            ))
+        }
+    };
+    if !endpoint.allows(method) {
+        let allow = match endpoint {
+            Endpoint::Health => "GET, HEAD",
+            Endpoint::Media(MediaMethod::Begin) => "GET, POST",
+            _ => "POST",
+        };
+        return Err(Refusal::MethodNotAllowed { allow });
+    }
+    Ok(endpoint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_found_with_or_without_a_prefix() {
+        for path in ["/sync/meta", "/anki/sync/meta", "/a/b/sync/meta"] {
+            assert_eq!(
+                route(Method::Post, path),
+                Ok(Endpoint::Sync(SyncMethod::Meta)),
+                "{path}"
+            );
+        }
+        assert_eq!(
+            route(Method::Post, "/anki/msync/mediaChanges"),
+            Ok(Endpoint::Media(MediaMethod::MediaChanges))
+        );
+        assert_eq!(route(Method::Get, "/health"), Ok(Endpoint::Health));
+        assert_eq!(route(Method::Get, "/anki/health"), Ok(Endpoint::Health));
+    }
+
+    #[test]
+    fn everything_else_is_refused_clearly() {
+        assert!(matches!(
+            route(Method::Post, "/sync/bogus"),
+            Err(Refusal::NotFound(_))
+        ));
+        assert!(matches!(route(Method::Get, "/"), Err(Refusal::NotFound(_))));
+        assert!(matches!(
+            route(Method::Get, "/sync"),
+            Err(Refusal::NotFound(_))
+        ));
+        assert!(matches!(
+            route(Method::Post, "/syncmeta"),
+            Err(Refusal::NotFound(_))
+        ));
+        assert_eq!(
+            route(Method::Get, "/sync/meta"),
+            Err(Refusal::MethodNotAllowed { allow: "POST" })
+        );
+        assert_eq!(
+            route(Method::Post, "/health"),
+            Err(Refusal::MethodNotAllowed { allow: "GET, HEAD" })
+        );
+        assert_eq!(
+            route(Method::Get, "/msync/begin"),
+            Ok(Endpoint::Media(MediaMethod::Begin))
+        );
+    }
+
+    #[test]
+    fn wire_names_round_trip() {
+        for name in ["hostKey", "sanityCheck2", "applyChunk", "download"] {
+            assert_eq!(SyncMethod::from_wire(name).unwrap().wire_name(), name);
+        }
+        assert_eq!(SyncMethod::from_wire("HostKey"), None);
+    }
+}

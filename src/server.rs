@@ -1,0 +1,310 @@
+//! The server's lifecycle: accept connections, tell systemd how we are doing,
+//! finish in-flight requests on SIGTERM, and exit when idle if systemd can
+//! start us again.
+
+use std::future::pending;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use async_h1::server::{ConnectionStatus, Server};
+use async_signal::{Signal, Signals};
+use sd_notify::NotifyState;
+use smol::channel::{Receiver, Sender};
+use smol::future::FutureExt;
+use smol::io::{AsyncRead, AsyncWrite};
+use smol::net::{TcpListener, TcpStream};
+use smol::stream::StreamExt;
+use smol::Timer;
+
+use crate::config::Config;
+use crate::listen::Listener;
+use crate::sync::{self, Service};
+
+/// A connection that moves no byte either way for this long is dropped. It is
+/// longer than any client's own stall timeout (60 s at most).
+const STALL_LIMIT: Duration = Duration::from_secs(120);
+
+/// How long SIGTERM waits for requests in flight before leaving anyway.
+const DRAIN_LIMIT: Duration = Duration::from_secs(60);
+
+/// Counts requests and background jobs in flight, and when the last one ended.
+pub struct Activity {
+    in_flight: AtomicUsize,
+    last_end: Mutex<Instant>,
+}
+
+/// Held while a request or job runs.
+pub struct ActivityGuard(Arc<Activity>);
+
+impl Activity {
+    pub fn new() -> Activity {
+        Activity {
+            in_flight: AtomicUsize::new(0),
+            last_end: Mutex::new(Instant::now()),
+        }
+    }
+
+    pub fn begin(self: &Arc<Self>) -> ActivityGuard {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        ActivityGuard(self.clone())
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight() > 0 {
+            return None;
+        }
+        Some(
+            self.last_end
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .elapsed(),
+        )
+    }
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity::new()
+    }
+}
+
+impl Drop for ActivityGuard {
+    fn drop(&mut self) {
+        *self.0.last_end.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Runs the server until SIGTERM/SIGINT, or until idle when socket-activated.
+pub fn run(config: Config, listener: Listener) -> io::Result<()> {
+    smol::block_on(serve(config, listener))
+}
+
+enum Event {
+    Connection(io::Result<(TcpStream, std::net::SocketAddr)>),
+    Stop(&'static str),
+}
+
+pub async fn serve(config: Config, listener: Listener) -> io::Result<()> {
+    let activity = Arc::new(Activity::new());
+    let idle_exit = if listener.activated {
+        config.idle_exit
+    } else {
+        None
+    };
+    let addr = listener.local_addr()?;
+    let origin = if listener.activated {
+        "socket from systemd"
+    } else {
+        "bound"
+    };
+    let service = {
+        let activity = activity.clone();
+        Arc::new(sync::blocking(move || Service::new(config, activity)).await?)
+    };
+    let socket = TcpListener::try_from(listener.socket)?;
+    let mut signals = Signals::new([Signal::Term, Signal::Int])?;
+    // Closing this channel tells every connection to stop taking requests.
+    let (stop_tx, stop_rx): (Sender<()>, Receiver<()>) = smol::channel::bounded(1);
+
+    log::info!(
+        "leitner {} listening on http://{addr}/ ({origin}), {} user(s), data in {}",
+        env!("CARGO_PKG_VERSION"),
+        service.users.accounts().len(),
+        service.config.base.display()
+    );
+    notify(&[NotifyState::Ready]);
+    let _watchdog = watchdog();
+
+    let reason = loop {
+        let accept = async { Event::Connection(socket.accept().await) };
+        let signal = async {
+            match signals.next().await {
+                Some(Ok(Signal::Int)) => Event::Stop("SIGINT"),
+                _ => Event::Stop("SIGTERM"),
+            }
+        };
+        let idle = async {
+            let Some(limit) = idle_exit else {
+                return pending().await;
+            };
+            loop {
+                Timer::after(Duration::from_secs(1)).await;
+                if activity.idle_for().is_some_and(|idle| idle >= limit) {
+                    return Event::Stop("idle");
+                }
+            }
+        };
+        match accept.or(signal).or(idle).await {
+            Event::Connection(Ok((stream, _peer))) => {
+                let service = service.clone();
+                let stop = stop_rx.clone();
+                smol::spawn(connection(stream, service, stop)).detach();
+            }
+            Event::Connection(Err(e)) => {
+                // Out of file descriptors and the like: back off, don't spin.
+                log::warn!("accept failed: {e}");
+                Timer::after(Duration::from_millis(100)).await;
+            }
+            Event::Stop(reason) => break reason,
+        }
+    };
+
+    notify(&[NotifyState::Stopping]);
+    drop(socket);
+    stop_tx.close();
+    let deadline = Instant::now() + DRAIN_LIMIT;
+    while activity.in_flight() > 0 && Instant::now() < deadline {
+        Timer::after(Duration::from_millis(50)).await;
+    }
+    log::info!(
+        "stopping ({reason}), {} request(s) still in flight",
+        activity.in_flight()
+    );
+    Ok(())
+}
+
+async fn connection(stream: TcpStream, service: Arc<Service>, stop: Receiver<()>) {
+    let _ = stream.set_nodelay(true);
+    // Set while a request of this connection is being answered: a stop then
+    // waits for it, while an idle keep-alive connection is simply closed.
+    let busy = Arc::new(AtomicBool::new(false));
+    let endpoint = {
+        let busy = busy.clone();
+        move |req| {
+            busy.store(true, Ordering::SeqCst);
+            let service = service.clone();
+            async move { Ok(sync::handle(service, req).await) }
+        }
+    };
+    let mut server = Server::new(Stalling::new(stream), endpoint);
+    loop {
+        if stop.is_closed() {
+            break;
+        }
+        let stopped = async {
+            let _ = stop.recv().await;
+            if busy.load(Ordering::SeqCst) {
+                pending::<()>().await;
+            }
+            Ok(ConnectionStatus::Close)
+        };
+        let status = server.accept_one().or(stopped).await;
+        busy.store(false, Ordering::SeqCst);
+        match status {
+            Ok(ConnectionStatus::KeepAlive) => continue,
+            Ok(ConnectionStatus::Close) => break,
+            Err(e) => {
+                log::debug!("connection ended: {e}");
+                break;
+            }
+        }
+    }
+}
+
+fn notify(state: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        log::warn!("telling systemd failed: {e}");
+    }
+}
+
+/// Pets systemd's watchdog at half its interval, when the unit sets one.
+fn watchdog() -> Option<smol::Task<()>> {
+    let mut usec = 0;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return None;
+    }
+    let period = Duration::from_micros(usec / 2);
+    Some(smol::spawn(async move {
+        loop {
+            notify(&[NotifyState::Watchdog]);
+            Timer::after(period).await;
+        }
+    }))
+}
+
+/// A TCP stream that fails a read or write which makes no progress for
+/// [`STALL_LIMIT`], so a vanished client cannot pin a request (and the user's
+/// lock) forever. Clones share the socket, each with its own timer.
+struct Stalling {
+    stream: TcpStream,
+    read_timer: Option<Timer>,
+    write_timer: Option<Timer>,
+}
+
+impl Stalling {
+    fn new(stream: TcpStream) -> Stalling {
+        Stalling {
+            stream,
+            read_timer: None,
+            write_timer: None,
+        }
+    }
+}
+
+impl Clone for Stalling {
+    fn clone(&self) -> Self {
+        Stalling::new(self.stream.clone())
+    }
+}
+
+fn stall_check<T>(
+    poll: Poll<io::Result<T>>,
+    timer: &mut Option<Timer>,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<T>> {
+    if poll.is_ready() {
+        *timer = None;
+        return poll;
+    }
+    let timer = timer.get_or_insert_with(|| Timer::after(STALL_LIMIT));
+    match Pin::new(timer).poll(cx) {
+        Poll::Ready(_) => Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "connection stalled",
+        ))),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+impl AsyncRead for Stalling {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let poll = Pin::new(&mut this.stream).poll_read(cx, buf);
+        stall_check(poll, &mut this.read_timer, cx)
+    }
+}
+
+impl AsyncWrite for Stalling {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let poll = Pin::new(&mut this.stream).poll_write(cx, buf);
+        stall_check(poll, &mut this.write_timer, cx)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let poll = Pin::new(&mut this.stream).poll_flush(cx);
+        stall_check(poll, &mut this.write_timer, cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_close(cx)
+    }
+}

@@ -1,0 +1,40 @@
+//! `/sync/hostKey`: a username and password become the host key the client
+//! keeps for every later request.
+
+use http_types::Response;
+use serde::{Deserialize, Serialize};
+
+use super::{reply_json, Call};
+use crate::error::{Failure, Outcome};
+use crate::logging::RequestLine;
+
+#[derive(Deserialize)]
+struct Login {
+    #[serde(rename = "u")]
+    user: String,
+    #[serde(rename = "p")]
+    password: String,
+}
+
+#[derive(Serialize)]
+struct HostKey {
+    key: String,
+}
+
+pub async fn host_key(call: &mut Call, line: &mut RequestLine) -> Outcome<Response> {
+    let login: Login = call.json().await?;
+    let account = call
+        .service
+        .users
+        .login(&login.user, &login.password)
+        .await
+        .ok_or_else(Failure::forbidden)?;
+    line.user = Some(account.name.clone());
+    Ok(reply_json(
+        HostKey {
+            key: account.host_key.clone(),
+        },
+        call.zstd(),
+    )
+    .await)
+}

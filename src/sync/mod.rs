@@ -1,0 +1,188 @@
+//! The endpoints: from an HTTP request to a response, for every route.
+
+mod full;
+mod login;
+mod meta;
+
+use std::io;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http_types::{Body, Request, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use smol::future::FutureExt;
+
+use crate::account::Account;
+use crate::auth::{self, Users};
+use crate::collection::snapshots;
+use crate::config::Config;
+use crate::error::{Failure, Outcome};
+use crate::framing::{self, Incoming, SyncHeader};
+use crate::logging::{self, RequestLine};
+use crate::route::{self, Endpoint, Refusal, SyncMethod};
+use crate::server::Activity;
+
+/// Everything the endpoints share: configuration and users. Built once.
+pub struct Service {
+    pub config: Config,
+    pub users: Users,
+    pub activity: Arc<Activity>,
+}
+
+impl Service {
+    /// Creates every user's folder and finishes what a crash interrupted.
+    pub fn new(config: Config, activity: Arc<Activity>) -> io::Result<Service> {
+        std::fs::create_dir_all(&config.base)?;
+        let mut accounts = Vec::new();
+        for user in &config.users {
+            let dir = config.base.join(&user.name);
+            std::fs::create_dir_all(&dir)?;
+            crate::durable::sweep_temps(&dir)?;
+            snapshots::repair(&dir)?;
+            accounts.push(Arc::new(Account::new(
+                user.name.clone(),
+                dir,
+                auth::host_key(&user.raw),
+            )));
+        }
+        let users = Users::new(&config.users, accounts);
+        Ok(Service {
+            config,
+            users,
+            activity,
+        })
+    }
+
+    /// Decompressed size limit for a collection upload, as the official
+    /// server applies it: three times `MAX_SYNC_PAYLOAD_MEGS`.
+    pub fn collection_limit(&self) -> u64 {
+        self.config.max_payload.saturating_mul(3)
+    }
+}
+
+/// One sync request being answered.
+pub struct Call {
+    pub service: Arc<Service>,
+    pub header: SyncHeader,
+    body: Option<Body>,
+    received: Arc<AtomicU64>,
+}
+
+impl Call {
+    pub fn zstd(&self) -> bool {
+        self.header.zstd()
+    }
+
+    /// The request body, once, for streaming it somewhere on the blocking pool.
+    pub fn take_body(&mut self) -> Incoming {
+        Incoming::new(
+            self.body.take().expect("body taken once"),
+            self.received.clone(),
+        )
+    }
+
+    /// The JSON body, read and decoded on the blocking pool, capped at
+    /// `MAX_SYNC_PAYLOAD_MEGS`.
+    pub async fn json<T: DeserializeOwned + Send + 'static>(&mut self) -> Outcome<T> {
+        let mut body = self.take_body();
+        let zstd = self.zstd();
+        let limit = self.service.config.max_payload;
+        smol::unblock(move || {
+            let bytes = framing::read_body(&mut body, zstd, limit)?;
+            serde_json::from_slice(&bytes)
+                .map_err(|e| Failure::bad_request(format!("bad request JSON: {e}")))
+        })
+        .await
+    }
+}
+
+/// Answers one request. Never fails: every problem becomes a status code.
+pub async fn handle(service: Arc<Service>, mut req: Request) -> Response {
+    let activity = service.activity.begin();
+    let mut line = RequestLine {
+        user: None,
+        endpoint: req.url().path().to_owned(),
+        started: Instant::now(),
+        received: Arc::new(AtomicU64::new(0)),
+        problem: None,
+    };
+    let outcome = AssertUnwindSafe(dispatch(&service, &mut req, &mut line))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(Failure::internal("the request handler panicked")));
+    let res = match outcome {
+        Ok(res) => res,
+        Err(failure) => {
+            line.problem = Some(failure.message.clone());
+            framing::refuse(&failure)
+        }
+    };
+    logging::attach(res, line, activity)
+}
+
+async fn dispatch(
+    service: &Arc<Service>,
+    req: &mut Request,
+    line: &mut RequestLine,
+) -> Outcome<Response> {
+    let endpoint = match route::route(req.method(), req.url().path()) {
+        Ok(endpoint) => endpoint,
+        Err(Refusal::NotFound(why)) => return Err(Failure::new(StatusCode::NotFound, why)),
+        Err(Refusal::MethodNotAllowed { allow }) => {
+            let mut res = framing::refuse(&Failure::new(
+                StatusCode::MethodNotAllowed,
+                format!("use {allow}"),
+            ));
+            res.insert_header("allow", allow);
+            line.problem = Some("method not allowed".into());
+            return Ok(res);
+        }
+    };
+    line.endpoint = endpoint.log_name();
+    if endpoint == Endpoint::Health {
+        return Ok(Response::new(StatusCode::Ok));
+    }
+
+    let header = SyncHeader::parse(req.header(framing::SYNC_HEADER).map(|v| v.as_str()))?;
+    let mut call = Call {
+        service: service.clone(),
+        header,
+        body: Some(req.take_body()),
+        received: line.received.clone(),
+    };
+    if endpoint == Endpoint::Sync(SyncMethod::HostKey) {
+        return login::host_key(&mut call, line).await;
+    }
+    let account = service
+        .users
+        .by_host_key(&call.header.host_key)
+        .ok_or_else(Failure::forbidden)?
+        .clone();
+    line.user = Some(account.name.clone());
+
+    match endpoint {
+        Endpoint::Sync(SyncMethod::Meta) => meta::meta(&mut call, &account).await,
+        Endpoint::Sync(SyncMethod::Upload) => full::upload(&mut call, &account).await,
+        Endpoint::Sync(SyncMethod::Download) => full::download(&mut call, &account).await,
+        Endpoint::Sync(SyncMethod::Abort) => full::abort(&mut call, &account).await,
+        Endpoint::Sync(_) => Err(Failure::unavailable(
+            "normal (incremental) sync is not available on this server yet",
+        )),
+        Endpoint::Media(_) => Err(Failure::unavailable(
+            "media sync is not available on this server yet",
+        )),
+        Endpoint::Health => unreachable!("answered above"),
+    }
+}
+
+/// Runs blocking work (SQLite, zstd, PBKDF2) on the blocking pool.
+pub async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    smol::unblock(work).await
+}
+
+/// A reply whose encoding (zstd) happens on the blocking pool.
+pub async fn reply_json<T: serde::Serialize + Send + 'static>(value: T, zstd: bool) -> Response {
+    blocking(move || framing::reply_json(&value, zstd)).await
+}
