@@ -2,7 +2,7 @@
 //! finish in-flight requests on SIGTERM, and exit when idle if systemd can
 //! start us again.
 
-use std::future::pending;
+use std::future::{pending, Future};
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -85,7 +85,14 @@ impl Drop for ActivityGuard {
 
 /// Runs the server until SIGTERM/SIGINT, or until idle when socket-activated.
 pub fn run(config: Config, listener: Listener) -> io::Result<()> {
-    smol::block_on(serve(config, listener))
+    let mut signals = Signals::new([Signal::Term, Signal::Int])?;
+    let stop = async move {
+        match signals.next().await {
+            Some(Ok(Signal::Int)) => "SIGINT",
+            _ => "SIGTERM",
+        }
+    };
+    smol::block_on(serve(config, listener, stop))
 }
 
 enum Event {
@@ -93,7 +100,13 @@ enum Event {
     Stop(&'static str),
 }
 
-pub async fn serve(config: Config, listener: Listener) -> io::Result<()> {
+/// Serves until `stop` completes (with the reason to log), or until idle when
+/// the listener came from systemd.
+pub async fn serve(
+    config: Config,
+    listener: Listener,
+    stop: impl Future<Output = &'static str>,
+) -> io::Result<()> {
     let activity = Arc::new(Activity::new());
     let idle_exit = if listener.activated {
         config.idle_exit
@@ -111,7 +124,7 @@ pub async fn serve(config: Config, listener: Listener) -> io::Result<()> {
         Arc::new(sync::blocking(move || Service::new(config, activity)).await?)
     };
     let socket = TcpListener::try_from(listener.socket)?;
-    let mut signals = Signals::new([Signal::Term, Signal::Int])?;
+    let mut stop = std::pin::pin!(stop);
     // Closing this channel tells every connection to stop taking requests.
     let (stop_tx, stop_rx): (Sender<()>, Receiver<()>) = smol::channel::bounded(1);
 
@@ -126,12 +139,7 @@ pub async fn serve(config: Config, listener: Listener) -> io::Result<()> {
 
     let reason = loop {
         let accept = async { Event::Connection(socket.accept().await) };
-        let signal = async {
-            match signals.next().await {
-                Some(Ok(Signal::Int)) => Event::Stop("SIGINT"),
-                _ => Event::Stop("SIGTERM"),
-            }
-        };
+        let signal = async { Event::Stop(stop.as_mut().await) };
         let idle = async {
             let Some(limit) = idle_exit else {
                 return pending().await;

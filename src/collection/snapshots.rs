@@ -129,7 +129,7 @@ mod tests {
         let live = dir.path().join("collection.anki2");
         fs::write(&live, b"old").unwrap();
         let raw = keep(dir.path(), &live).unwrap();
-        fs::write(durable::temp_path(&raw.parent().unwrap(), "snapshot"), b"x").unwrap();
+        fs::write(durable::temp_path(raw.parent().unwrap(), "snapshot"), b"x").unwrap();
         repair(dir.path()).unwrap();
         let names: Vec<_> = fs::read_dir(dir.path().join(DIR_NAME))
             .unwrap()

@@ -1,0 +1,221 @@
+"""Starting leitner (and the official server) and driving real Anki clients."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from anki.collection import Collection
+from anki.sync_pb2 import SyncAuth
+
+ROOT = Path(__file__).resolve().parents[2]
+BINARY = Path(os.environ.get("LEITNER_BIN", ROOT / "target" / "debug" / "leitner"))
+
+
+class Server:
+    """A leitner process on 127.0.0.1. Port 0 picks a free port on first start;
+    restarts keep it, so clients keep their endpoint."""
+
+    def __init__(self, data: Path, users=("alice:secret",), env=None, port=0):
+        self.data = data
+        self.users = users
+        self.extra_env = dict(env or {})
+        self.port = port
+        self.proc: subprocess.Popen | None = None
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+
+    def env(self) -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNC_", "LISTEN_"))}
+        for i, user in enumerate(self.users, 1):
+            env[f"SYNC_USER{i}"] = user
+        env.update(SYNC_BASE=str(self.data), SYNC_HOST="127.0.0.1", SYNC_PORT=str(self.port))
+        env.update(self.extra_env)
+        return env
+
+    def start(self, argv=None, **popen) -> "Server":
+        self.lines = []
+        self._ready.clear()
+        self.proc = subprocess.Popen(
+            argv or [str(BINARY)],
+            env=popen.pop("env", None) or self.env(),
+            stderr=subprocess.PIPE,
+            text=True,
+            **popen,
+        )
+        threading.Thread(target=self._read_log, args=(self.proc,), daemon=True).start()
+        if not self._ready.wait(30):
+            self.stop()
+            raise RuntimeError("leitner did not start:\n" + "".join(self.lines))
+        return self
+
+    def _read_log(self, proc):
+        for line in proc.stderr:
+            self.lines.append(line)
+            m = re.search(r"listening on http://[^:]+:(\d+)/", line)
+            if m:
+                self.port = int(m.group(1))
+                self._ready.set()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def auth(self, hkey: str, endpoint: str | None = None) -> SyncAuth:
+        return SyncAuth(hkey=hkey, endpoint=endpoint or self.endpoint, io_timeout_secs=30)
+
+    def stop(self, sig=signal.SIGTERM, timeout=30) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout)
+        self.proc = None
+        return code
+
+    def peak_rss_kib(self) -> int:
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))
+
+    def log(self) -> str:
+        return "".join(self.lines)
+
+
+class Device:
+    """One client device: its own folder and collection, like a phone or a PC."""
+
+    def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / "collection.anki2"
+        self.col = Collection(str(self.path))
+
+    def login(self, server: Server, user="alice", password="secret", endpoint=None) -> SyncAuth:
+        endpoint = endpoint or server.endpoint
+        hkey = self.col.sync_login(username=user, password=password, endpoint=endpoint).hkey
+        return server.auth(hkey, endpoint)
+
+    def sync(self, auth: SyncAuth) -> int:
+        return self.col.sync_collection(auth, sync_media=False).required
+
+    def full_sync(self, auth: SyncAuth, upload: bool) -> None:
+        self.col.close_for_full_sync()
+        try:
+            self.col.full_upload_or_download(auth=auth, server_usn=None, upload=upload)
+        finally:
+            self.col.reopen(after_full_sync=True)
+
+    def close(self) -> None:
+        self.col.close()
+
+
+def unicase_compare(a: str, b: str) -> int:
+    # Close enough to the unicase crate for reading; we never rely on its order here.
+    a, b = a.casefold(), b.casefold()
+    return (a > b) - (a < b)
+
+
+def open_db(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path)
+    db.create_collation("unicase", unicase_compare)
+    return db
+
+
+TABLES = [
+    "col", "notes", "cards", "revlog", "graves", "decks", "deck_config",
+    "notetypes", "fields", "templates", "tags", "config",
+]
+
+
+def dump(path: Path, skip_columns=()) -> dict[str, list[tuple]]:
+    """Every row of every collection table, in a stable order."""
+    db = open_db(path)
+    out = {}
+    for table in TABLES:
+        cols = [r[1] for r in db.execute(f"PRAGMA table_info({table})") if r[1] not in skip_columns]
+        rows = db.execute(f"SELECT {', '.join(cols)} FROM {table}").fetchall()
+        out[table] = sorted(rows, key=repr)
+    db.close()
+    return out
+
+
+def make_rich_collection(col: Collection, notes: int = 1000, reviews: int = 200) -> None:
+    """Decks (nested), presets, notetypes, tags, notes and real review history."""
+    fast = col.decks.add_config_returning_id("Fast")
+    conf = col.decks.get_config(fast)
+    conf["new"]["perDay"] = 500
+    conf["rev"]["perDay"] = 900
+    col.decks.update_config(conf)
+    decks = []
+    for name in ["Languages::Spanish", "Languages::Français", "Science", "Science::Physics", "Ωmega"]:
+        did = col.decks.id(name)
+        decks.append(did)
+        if name.startswith("Languages"):
+            deck = col.decks.get(did)
+            deck["conf"] = fast
+            col.decks.save(deck)
+    vocab = col.models.copy(col.models.by_name("Basic"))
+    vocab["name"] = "Vocab"
+    col.models.add_field(vocab, col.models.new_field("Example"))
+    col.models.update_dict(vocab)
+    vocab = col.models.by_name("Vocab")
+    basic = col.models.by_name("Basic")
+    reverse = col.models.by_name("Basic (and reversed card)")
+    cloze = col.models.by_name("Cloze")
+    for i in range(notes):
+        kind = i % 4
+        if kind == 0:
+            note = col.new_note(basic)
+            note["Front"], note["Back"] = f"<b>front {i}</b> &amp; ü", f"back {i}"
+        elif kind == 1:
+            note = col.new_note(reverse)
+            note["Front"], note["Back"] = f"{i}", f"число {i}"
+        elif kind == 2:
+            note = col.new_note(vocab)
+            note["Front"], note["Back"], note["Example"] = f"word {i}", f"mot {i}", "ex"
+        else:
+            note = col.new_note(cloze)
+            note["Text"] = f"{{{{c1::cloze {i}}}}} and {{{{c2::two}}}}"
+        note.tags = [f"tag{i % 7}", "Shared::Nested"]
+        col.add_note(note, decks[i % len(decks)])
+    for did in decks:
+        col.decks.select(did)
+        conf_new = col.decks.config_dict_for_deck_id(did)
+        del conf_new
+    # Real review history through the scheduler.
+    done = 0
+    for did in decks:
+        col.decks.select(did)
+        while done < reviews:
+            card = col.sched.getCard()
+            if card is None:
+                break
+            col.sched.answerCard(card, 1 + done % 4)
+            done += 1
+    col.set_config("leitnerTest", {"nested": [1, 2, 3]})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout=10.0, step=0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+def copy_tree(src: Path, dst: Path) -> None:
+    shutil.copytree(src, dst)

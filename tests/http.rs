@@ -1,0 +1,371 @@
+//! The HTTP surface, driven over a real socket on port 0 with hand-made
+//! requests: the edge cases no real client sends. Real-client tests are in
+//! tests/e2e (run by tests/run).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use leitner::config::Config;
+use leitner::listen::Listener;
+
+struct Server {
+    addr: SocketAddr,
+    _data: tempfile::TempDir,
+}
+
+fn start(extra: &[(&str, &str)]) -> Server {
+    let data = tempfile::tempdir().unwrap();
+    let base = data.path().to_str().unwrap().to_owned();
+    let mut vars: Vec<(String, String)> = vec![
+        ("SYNC_USER1".into(), "alice:secret".into()),
+        ("SYNC_USER2".into(), "bob:hunter2".into()),
+        ("SYNC_BASE".into(), base),
+    ];
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let config =
+        Config::from_vars(|k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())).unwrap();
+    let socket = TcpListener::bind("127.0.0.1:0").unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let addr = socket.local_addr().unwrap();
+    let listener = Listener {
+        socket,
+        activated: false,
+    };
+    std::thread::spawn(move || {
+        smol::block_on(leitner::server::serve(
+            config,
+            listener,
+            std::future::pending(),
+        ))
+    });
+    Server { addr, _data: data }
+}
+
+const ALICE: &str = "6985e52cea44a28695d5c440bd42f57e9f50b7b1"; // sha1("alice:secret")
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body with zstd undone.
+    fn payload(&self) -> Vec<u8> {
+        zstd::decode_all(self.body.as_slice()).unwrap()
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload()).unwrap()
+    }
+}
+
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> Reply {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    read_reply(stream)
+}
+
+fn read_reply(stream: TcpStream) -> Reply {
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let status: u16 = line.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let (n, v) = l.split_once(':').unwrap();
+        headers.push((n.trim().to_lowercase(), v.trim().to_owned()));
+    }
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            let size = usize::from_str_radix(line.trim(), 16).unwrap();
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).unwrap();
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else {
+        reader.read_to_end(&mut body).unwrap();
+    }
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn sync_header(key: &str, version: u8) -> (&'static str, String) {
+    (
+        "anki-sync",
+        format!(r#"{{"v":{version},"k":"{key}","c":"test,0,linux","s":"abc"}}"#),
+    )
+}
+
+fn call(addr: SocketAddr, method: &str, key: &str, json: &str) -> Reply {
+    let body = zstd::bulk::compress(json.as_bytes(), 3).unwrap();
+    request(
+        addr,
+        "POST",
+        &format!("/sync/{method}"),
+        &[sync_header(key, 11)],
+        &body,
+    )
+}
+
+fn upload(addr: SocketAddr, key: &str, file: &[u8]) -> Reply {
+    let body = zstd::bulk::compress(file, 3).unwrap();
+    request(addr, "POST", "/sync/upload", &[sync_header(key, 11)], &body)
+}
+
+/// A valid collection file with some content, made with the server's own code.
+fn collection_file(dir: &Path, notes: i64) -> Vec<u8> {
+    let conn = leitner::collection::open_or_create(dir).unwrap();
+    for id in 1..=notes {
+        conn.execute(
+            "INSERT INTO cards VALUES (?, ?, 1, 0, 0, 0, 0, 0, ?, 0, 0, 0, 0, 0, 0, 0, 0, '{}')",
+            [id, id, id],
+        )
+        .unwrap();
+    }
+    conn.execute("UPDATE col SET mod = 1000, scm = 2000, usn = 1", [])
+        .unwrap();
+    leitner::collection::checkpoint(&conn).unwrap();
+    drop(conn);
+    std::fs::read(dir.join("collection.anki2")).unwrap()
+}
+
+#[test]
+fn health_and_routing() {
+    let s = start(&[]);
+    assert_eq!(request(s.addr, "GET", "/health", &[], b"").status, 200);
+    assert_eq!(request(s.addr, "GET", "/anki/health", &[], b"").status, 200);
+    let r = request(s.addr, "POST", "/health", &[], b"");
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
+    assert_eq!(request(s.addr, "GET", "/", &[], b"").status, 404);
+    assert_eq!(
+        request(
+            s.addr,
+            "POST",
+            "/sync/bogus",
+            &[sync_header(ALICE, 11)],
+            b""
+        )
+        .status,
+        404
+    );
+    assert_eq!(request(s.addr, "GET", "/sync/meta", &[], b"").status, 405);
+}
+
+#[test]
+fn header_and_auth_errors() {
+    let s = start(&[]);
+    let meta = zstd::bulk::compress(br#"{"v":11,"cv":"test"}"#, 3).unwrap();
+    let no_header = request(s.addr, "POST", "/sync/meta", &[], &meta);
+    assert_eq!(no_header.status, 400);
+    assert!(no_header.header("anki-original-size").is_none());
+    let bad_header = request(
+        s.addr,
+        "POST",
+        "/sync/meta",
+        &[("anki-sync", "{".into())],
+        &meta,
+    );
+    assert_eq!(bad_header.status, 400);
+    let v12 = request(
+        s.addr,
+        "POST",
+        "/sync/meta",
+        &[sync_header(ALICE, 12)],
+        &meta,
+    );
+    assert_eq!(v12.status, 400);
+    assert_eq!(
+        call(s.addr, "meta", "0000", r#"{"v":11,"cv":"x"}"#).status,
+        403
+    );
+    assert_eq!(
+        call(s.addr, "meta", ALICE, r#"{"v":7,"cv":"x"}"#).status,
+        501
+    );
+    let not_zstd = request(
+        s.addr,
+        "POST",
+        "/sync/meta",
+        &[sync_header(ALICE, 11)],
+        b"{\"v\":11}",
+    );
+    assert_eq!(not_zstd.status, 400);
+    assert_eq!(call(s.addr, "meta", ALICE, "{not json").status, 400);
+    assert_eq!(
+        call(s.addr, "hostKey", "", r#"{"u":"alice","p":"wrong"}"#).status,
+        403
+    );
+    assert_eq!(
+        call(s.addr, "hostKey", "", r#"{"u":"nobody","p":"secret"}"#).status,
+        403
+    );
+    let ok = call(s.addr, "hostKey", "", r#"{"u":"alice","p":"secret"}"#);
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.json()["key"], ALICE);
+}
+
+#[test]
+fn a_new_account_reports_no_changes_and_an_empty_collection() {
+    let s = start(&[]);
+    let first = call(s.addr, "meta", ALICE, r#"{"v":11,"cv":"x"}"#);
+    assert_eq!(first.status, 200);
+    let payload = first.payload();
+    assert_eq!(
+        first.header("anki-original-size").unwrap(),
+        payload.len().to_string()
+    );
+    let meta = first.json();
+    assert_eq!(meta["mod"], 0);
+    assert_eq!(meta["usn"], 0);
+    assert_eq!(meta["empty"], true);
+    assert_eq!(meta["cont"], true);
+    assert_eq!(meta["hostNum"], 0);
+    assert_eq!(meta["media_usn"], 0);
+    assert!(meta["ts"].as_i64().unwrap() > 1_700_000_000);
+    // The same collection on every call, behind a proxy prefix too.
+    let body = zstd::bulk::compress(br#"{"v":11,"cv":"x"}"#, 3).unwrap();
+    let again = request(
+        s.addr,
+        "POST",
+        "/anki/sync/meta",
+        &[sync_header(ALICE, 11)],
+        &body,
+    )
+    .json();
+    assert_eq!(again["scm"], meta["scm"]);
+}
+
+#[test]
+fn upload_then_download_returns_the_same_bytes() {
+    let s = start(&[]);
+    let scratch = tempfile::tempdir().unwrap();
+    let file = collection_file(scratch.path(), 3);
+    let r = upload(s.addr, ALICE, &file);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.payload(), b"OK");
+    let meta = call(s.addr, "meta", ALICE, r#"{"v":11,"cv":"x"}"#).json();
+    assert_eq!(
+        (
+            meta["mod"].as_i64(),
+            meta["scm"].as_i64(),
+            meta["usn"].as_i64()
+        ),
+        (Some(1000), Some(2000), Some(1))
+    );
+    assert_eq!(meta["empty"], false);
+    let d = call(s.addr, "download", ALICE, r#"{"_pad":null}"#);
+    assert_eq!(d.status, 200);
+    assert_eq!(
+        d.header("anki-original-size").unwrap(),
+        file.len().to_string()
+    );
+    assert_eq!(d.payload(), file);
+}
+
+#[test]
+fn damaged_uploads_are_refused_and_change_nothing() {
+    let s = start(&[]);
+    let scratch = tempfile::tempdir().unwrap();
+    let good = collection_file(scratch.path(), 2);
+    assert_eq!(upload(s.addr, ALICE, &good).payload(), b"OK");
+
+    let garbage = upload(s.addr, ALICE, b"this is not a database at all");
+    assert_eq!(garbage.status, 200);
+    let text = String::from_utf8(garbage.payload()).unwrap();
+    assert!(text.contains("damaged"), "{text}");
+
+    let mut truncated = good.clone();
+    truncated.truncate(good.len() / 2);
+    let text = String::from_utf8(upload(s.addr, ALICE, &truncated).payload()).unwrap();
+    assert!(text.contains("damaged"), "{text}");
+
+    let mut cut_stream = zstd::bulk::compress(&good, 3).unwrap();
+    cut_stream.truncate(cut_stream.len() - 10);
+    let r = request(
+        s.addr,
+        "POST",
+        "/sync/upload",
+        &[sync_header(ALICE, 11)],
+        &cut_stream,
+    );
+    let text = String::from_utf8(r.payload()).unwrap();
+    assert!(text.contains("damaged"), "{text}");
+
+    let d = call(s.addr, "download", ALICE, r#"{"_pad":null}"#);
+    assert_eq!(d.payload(), good);
+}
+
+#[test]
+fn oversized_uploads_are_refused_with_a_message() {
+    // 1 MiB payload limit: collections up to 3 MiB.
+    let s = start(&[("MAX_SYNC_PAYLOAD_MEGS", "1")]);
+    let zeros = vec![0u8; 3 * 1024 * 1024 + 1];
+    let r = upload(s.addr, ALICE, &zeros);
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8(r.payload()).unwrap();
+    assert!(text.contains("larger than this server accepts"), "{text}");
+    // The account is untouched: still a new, empty one.
+    let meta = call(s.addr, "meta", ALICE, r#"{"v":11,"cv":"x"}"#).json();
+    assert_eq!(meta["mod"], 0);
+}
+
+#[test]
+fn users_are_kept_apart() {
+    let s = start(&[]);
+    let scratch = tempfile::tempdir().unwrap();
+    let file = collection_file(scratch.path(), 5);
+    assert_eq!(upload(s.addr, ALICE, &file).payload(), b"OK");
+    let bob = leitner::auth::host_key("bob:hunter2");
+    let meta = call(s.addr, "meta", &bob, r#"{"v":11,"cv":"x"}"#).json();
+    assert_eq!(meta["empty"], true);
+    assert_eq!(meta["mod"], 0);
+    let d = call(s.addr, "download", &bob, r#"{"_pad":null}"#);
+    assert_ne!(d.payload(), file);
+}
