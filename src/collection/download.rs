@@ -45,6 +45,32 @@ impl<H> Compressed<H> {
 
 impl<H> Read for Compressed<H> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // `Read` promises Ok(0) for an empty buffer, and `Unblock`'s pipe asks
+        // with one whenever it is full; zstd's reader would spin forever.
+        if buf.is_empty() {
+            return Ok(0);
+        }
         self.encoder.read(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Seek, Write};
+
+    #[test]
+    fn an_empty_buffer_reads_nothing_and_the_stream_goes_on() {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&vec![42u8; 100_000]).unwrap();
+        file.seek(io::SeekFrom::Start(0)).unwrap();
+        let mut reader = Compressed::new(file, ()).unwrap();
+        assert_eq!(reader.read(&mut []).unwrap(), 0);
+        let mut compressed = Vec::new();
+        reader.read_to_end(&mut compressed).unwrap();
+        assert_eq!(
+            zstd::decode_all(compressed.as_slice()).unwrap(),
+            vec![42u8; 100_000]
+        );
     }
 }
