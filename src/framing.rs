@@ -192,13 +192,56 @@ impl<R: Read> Read for Capped<R> {
 pub fn reply(payload: &[u8], zstd: bool) -> Response {
     let mut res = Response::new(StatusCode::Ok);
     res.insert_header(ORIGINAL_SIZE, payload.len().to_string());
-    let body = if zstd {
+    res.set_body(Body::from_bytes(encode(payload, zstd)));
+    res
+}
+
+/// A response body as it goes on the wire: zstd-compressed for v11 clients.
+pub fn encode(payload: &[u8], zstd: bool) -> Vec<u8> {
+    if zstd {
         zstd::bulk::compress(payload, 0).expect("compressing into memory")
     } else {
         payload.to_vec()
+    }
+}
+
+/// A 200 whose head goes out now and whose (encoded) body arrives on
+/// `body` later. async-h1 writes the head before it first polls the body.
+pub fn reply_later(body: smol::channel::Receiver<Vec<u8>>, original_size: u64) -> Response {
+    let later = Later {
+        body: Box::pin(body),
+        ready: None,
     };
-    res.set_body(Body::from_bytes(body));
-    res
+    reply_stream(
+        Body::from_reader(smol::io::BufReader::new(later), None),
+        original_size,
+    )
+}
+
+struct Later {
+    body: std::pin::Pin<Box<smol::channel::Receiver<Vec<u8>>>>,
+    ready: Option<io::Cursor<Vec<u8>>>,
+}
+
+impl smol::io::AsyncRead for Later {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        use smol::stream::StreamExt;
+        if self.ready.is_none() {
+            match self.body.as_mut().poll_next(cx) {
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+                std::task::Poll::Ready(Some(bytes)) => self.ready = Some(io::Cursor::new(bytes)),
+                std::task::Poll::Ready(None) => {
+                    return std::task::Poll::Ready(Err(io::Error::other("the reply was lost")))
+                }
+            }
+        }
+        let cursor = self.ready.as_mut().expect("set above");
+        std::task::Poll::Ready(cursor.read(buf))
+    }
 }
 
 /// [`reply`] with a JSON payload.

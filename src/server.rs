@@ -31,43 +31,76 @@ const STALL_LIMIT: Duration = Duration::from_secs(120);
 /// How long SIGTERM waits for requests in flight before leaving anyway.
 const DRAIN_LIMIT: Duration = Duration::from_secs(60);
 
-/// Counts requests and background jobs in flight, and when the last one ended.
+/// Counts requests and background jobs in flight, and when the last ended.
 pub struct Activity {
-    in_flight: AtomicUsize,
+    requests: AtomicUsize,
+    jobs: AtomicUsize,
+    last_request_end: Mutex<Instant>,
     last_end: Mutex<Instant>,
 }
 
 /// Held while a request or job runs.
-pub struct ActivityGuard(Arc<Activity>);
+pub struct ActivityGuard {
+    activity: Arc<Activity>,
+    job: bool,
+}
 
 impl Activity {
     pub fn new() -> Activity {
         Activity {
-            in_flight: AtomicUsize::new(0),
+            requests: AtomicUsize::new(0),
+            jobs: AtomicUsize::new(0),
+            last_request_end: Mutex::new(Instant::now()),
             last_end: Mutex::new(Instant::now()),
         }
     }
 
+    /// A request: idle exit and SIGTERM wait for it.
     pub fn begin(self: &Arc<Self>) -> ActivityGuard {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        ActivityGuard(self.clone())
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        ActivityGuard {
+            activity: self.clone(),
+            job: false,
+        }
+    }
+
+    /// Background work: waited for like a request, but it yields to requests
+    /// (see [`Activity::quiet`]).
+    pub fn begin_job(self: &Arc<Self>) -> ActivityGuard {
+        self.jobs.fetch_add(1, Ordering::SeqCst);
+        ActivityGuard {
+            activity: self.clone(),
+            job: true,
+        }
     }
 
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::SeqCst)
+        self.requests.load(Ordering::SeqCst) + self.jobs.load(Ordering::SeqCst)
     }
 
     fn idle_for(&self) -> Option<Duration> {
         if self.in_flight() > 0 {
             return None;
         }
-        Some(
-            self.last_end
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .elapsed(),
-        )
+        Some(lock(&self.last_end).elapsed())
     }
+
+    /// Waits until no request has run for `calm`, so background work does not
+    /// take a small board's CPU from a sync in progress.
+    pub async fn quiet(&self, calm: Duration) {
+        loop {
+            let busy = self.requests.load(Ordering::SeqCst) > 0;
+            let since = lock(&self.last_request_end).elapsed();
+            if !busy && since >= calm {
+                return;
+            }
+            Timer::after(if busy { calm } else { calm - since }).await;
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Default for Activity {
@@ -78,8 +111,15 @@ impl Default for Activity {
 
 impl Drop for ActivityGuard {
     fn drop(&mut self) {
-        *self.0.last_end.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let a = &self.activity;
+        let now = Instant::now();
+        *lock(&a.last_end) = now;
+        if self.job {
+            a.jobs.fetch_sub(1, Ordering::SeqCst);
+        } else {
+            *lock(&a.last_request_end) = now;
+            a.requests.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 

@@ -72,7 +72,7 @@ pub fn receive(
         path: Some(durable::temp_path(dir, "upload")),
     };
     let file = durable::create_private(received.path()).map_err(Refused::Io)?;
-    let mut out = BufWriter::with_capacity(64 * 1024, file);
+    let mut out = BufWriter::with_capacity(64 * 1024, SyncEvery::new(file));
     match copy_body(body, zstd, limit, &mut out) {
         Ok(_) => {}
         Err(BodyError::TooLarge) => {
@@ -83,9 +83,44 @@ pub fn receive(
         Err(BodyError::Malformed(e)) => return Err(Refused::Damaged(e.to_string())),
         Err(BodyError::Output(e)) => return Err(Refused::Io(e)),
     }
-    let file = out.into_inner().map_err(|e| Refused::Io(e.into_error()))?;
+    let file = out
+        .into_inner()
+        .map_err(|e| Refused::Io(e.into_error()))?
+        .file;
     file.sync_all().map_err(Refused::Io)?;
     Ok(received)
+}
+
+/// Flushes written data to the card every few MiB while a body streams in, so
+/// the final fsync is short: an SD card can take many seconds to write out a
+/// whole collection, and the client's stall timer runs while it does.
+struct SyncEvery {
+    file: File,
+    unsynced: u64,
+}
+
+const SYNC_STEP: u64 = 16 << 20;
+
+impl SyncEvery {
+    fn new(file: File) -> SyncEvery {
+        SyncEvery { file, unsynced: 0 }
+    }
+}
+
+impl Write for SyncEvery {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.unsynced += n as u64;
+        if self.unsynced >= SYNC_STEP {
+            self.file.sync_data()?;
+            self.unsynced = 0;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// Checks that a file is a schema-18 collection a client can open. Blocking.

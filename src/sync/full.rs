@@ -17,44 +17,89 @@ pub async fn upload(call: &mut Call, account: &Arc<Account>) -> Outcome<Response
     let limit = call.service.collection_limit();
     let dir = account.dir.clone();
     let mut body = call.take_body();
-    // Receiving and checking take the longest and touch only a temp file: the
-    // user's other requests need not wait for them.
-    let received = blocking(move || {
-        let received = upload::receive(&dir, &mut body, zstd, limit)?;
+    // Receiving takes the longest and touches only a temp file: the user's
+    // other requests need not wait for it.
+    let received = blocking(move || upload::receive(&dir, &mut body, zstd, limit)).await;
+    let received = match received {
+        Ok(received) => received,
+        Err(refused) => return Ok(refuse_upload(account, refused, zstd).await),
+    };
+
+    // The body is in. Checking and installing it can take a while on an SD
+    // card, and the client gives up after 30-60 s without traffic: send the
+    // head now (which restarts its timer) and the verdict when it is known.
+    // Every outcome from here on is a 200 whose text the client shows, so the
+    // status can go first; the size header is "OK"'s, a hint the client uses
+    // only to size a buffer.
+    let (verdict_tx, verdict_rx) = smol::channel::bounded(1);
+    let job = call.service.activity.begin_job();
+    let activity = call.service.activity.clone();
+    let account = account.clone();
+    smol::spawn(async move {
+        let (verdict, snapshot) = check_and_install(&account, received).await;
+        let _ = verdict_tx
+            .send(blocking(move || framing::encode(verdict.as_bytes(), zstd)).await)
+            .await;
+        if let Some(raw) = snapshot {
+            // Compressing the old collection is not the client's business:
+            // after answering and once requests calm down (the snapshot is
+            // already safe as a hard link), holding the job so we stay up.
+            activity.quiet(SNAPSHOT_CALM).await;
+            if let Err(e) = blocking(move || snapshots::pack(&raw)).await {
+                log::error!("{}: compressing a snapshot failed: {e}", account.name);
+            }
+        }
+        drop(job);
+    })
+    .detach();
+    Ok(framing::reply_later(verdict_rx, 2))
+}
+
+/// Validates a received upload and puts it in place. Returns the text for the
+/// client and the snapshot of the replaced collection, if there was one.
+async fn check_and_install(
+    account: &Arc<Account>,
+    mut received: upload::Received,
+) -> (String, Option<std::path::PathBuf>) {
+    let checked = blocking(move || {
         upload::validate(received.path()).map_err(upload::Refused::Damaged)?;
         Ok::<_, upload::Refused>(received)
     })
     .await;
-    let mut received = match received {
+    received = match checked {
         Ok(received) => received,
         Err(refused) => {
             log::warn!("{}: upload refused: {}", account.name, refused.message());
-            // The client shows a 200's text to the user as the reason.
-            return Ok(reply_text(refused.message(), zstd).await);
+            return (refused.message(), None);
         }
     };
-
     let mut state = account.lock().await;
     let dir = account.dir.clone();
-    let snapshot = blocking(move || -> Outcome<_> {
+    let installed = blocking(move || -> Outcome<_> {
         state.close_collection()?;
         Ok(upload::install(&dir, &mut received)?)
     })
-    .await?;
-    if let Some(raw) = snapshot {
-        // Compressing the old collection is not the client's business: do it
-        // after answering, but keep the server alive until it is done.
-        let job = call.service.activity.begin();
-        let name = account.name.clone();
-        smol::spawn(async move {
-            if let Err(e) = blocking(move || snapshots::pack(&raw)).await {
-                log::error!("{name}: compressing a snapshot failed: {e}");
-            }
-            drop(job);
-        })
-        .detach();
+    .await;
+    match installed {
+        Ok(snapshot) => ("OK".into(), snapshot),
+        Err(failure) => {
+            log::error!(
+                "{}: installing an upload failed: {}",
+                account.name,
+                failure.message
+            );
+            (
+                upload::Refused::Io(std::io::Error::other(failure.message)).message(),
+                None,
+            )
+        }
     }
-    Ok(reply_text("OK".into(), zstd).await)
+}
+
+async fn refuse_upload(account: &Account, refused: upload::Refused, zstd: bool) -> Response {
+    log::warn!("{}: upload refused: {}", account.name, refused.message());
+    // The client shows a 200's text to the user as the reason.
+    reply_text(refused.message(), zstd).await
 }
 
 pub async fn download(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
@@ -73,11 +118,25 @@ pub async fn download(call: &mut Call, account: &Arc<Account>) -> Outcome<Respon
     // the last byte is out, so the file cannot change under the stream.
     let reader = download::Compressed::new(file, state)?;
     let body = Body::from_reader(
-        BufReader::new(SyncReader(std::sync::Mutex::new(Unblock::new(reader)))),
+        // Large hand-offs: each read becomes one HTTP chunk and one thread switch.
+        BufReader::with_capacity(
+            STREAM_CHUNK,
+            SyncReader(std::sync::Mutex::new(Unblock::with_capacity(
+                STREAM_CHUNK,
+                reader,
+            ))),
+        ),
         None,
     );
     Ok(framing::reply_stream(body, len))
 }
+
+/// How long requests must have stopped before a snapshot is compressed.
+const SNAPSHOT_CALM: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Bytes per hand-off between the blocking pool and the socket when streaming
+/// a download.
+const STREAM_CHUNK: usize = 64 * 1024;
 
 pub async fn abort(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
     // Nothing to roll back until normal syncs hold state; still wait for any

@@ -75,11 +75,15 @@ class Server:
     def stop(self, sig=signal.SIGTERM, timeout=30) -> int:
         if self.proc is None:
             return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        code = self.proc.wait(timeout)
-        self.proc = None
-        return code
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"leitner ignored {sig!r} for {timeout} s:\n{self.log()}")
 
     def peak_rss_kib(self) -> int:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
