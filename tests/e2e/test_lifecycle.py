@@ -2,6 +2,7 @@
 reverse proxies, an unset clock (issue 2)."""
 
 import glob
+import os
 import signal
 import socket
 import time
@@ -10,7 +11,7 @@ import pytest
 import zstandard
 from anki.sync_pb2 import SyncCollectionResponse
 
-from harness import BINARY, Device, wait_for
+from harness import BINARY, Device, open_db, wait_for
 
 Changes = SyncCollectionResponse.ChangesRequired
 ALICE_KEY = "6985e52cea44a28695d5c440bd42f57e9f50b7b1"
@@ -126,3 +127,89 @@ def test_an_unset_clock_is_reported_to_the_user(server_factory, tmp_path):
         dev.sync(auth)
     assert "clock is not set" in str(err.value)
     dev.close()
+
+
+def test_tells_systemd_ready_watchdog_and_stopping(server_factory, tmp_path):
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(10)
+    server = server_factory(env={"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "400000"})
+    # WATCHDOG_PID must name leitner itself: bash's pid, kept across exec.
+    server.start(["bash", "-c", 'WATCHDOG_PID=$$ exec "$0"', str(BINARY)])
+    messages = [notify.recv(4096).decode().strip() for _ in range(4)]
+    assert messages == ["READY=1"] + ["WATCHDOG=1"] * 3
+    assert server.stop() == 0
+    for _ in range(10):
+        if notify.recv(4096).decode().strip() == "STOPPING=1":
+            break
+    else:
+        raise AssertionError("no STOPPING=1")
+    notify.close()
+
+
+def test_a_download_is_consistent_while_an_upload_waits(server, tmp_path):
+    """The download streams the collection as it was; an upload arriving
+    meanwhile waits for it, then replaces the collection."""
+    import threading
+
+    old = Device(tmp_path / "old")
+    basic = old.col.models.by_name("Basic")
+    for i in range(60):
+        note = old.col.new_note(basic)
+        note["Front"] = f"old {i} " + os.urandom(100_000).hex()  # ~12 MB, barely compressible
+        old.col.add_note(note, 1)
+    auth = old.login(server)
+    old.full_sync(auth, upload=True)
+    old.close()
+
+    conn = socket.create_connection(("127.0.0.1", server.port))
+    body = zstandard.ZstdCompressor().compress(b'{"_pad":null}')
+    conn.sendall((
+        "POST /sync/download HTTP/1.1\r\nhost: x\r\n"
+        f'anki-sync: {{"v":11,"k":"{ALICE_KEY}","c":"t","s":"s"}}\r\n'
+        f"content-length: {len(body)}\r\n\r\n"
+    ).encode() + body)
+    first = conn.recv(65536)  # the download has started; we stop reading
+    assert first.startswith(b"HTTP/1.1 200")
+
+    new = Device(tmp_path / "new")
+    note = new.col.new_note(new.col.models.by_name("Basic"))
+    note["Front"] = "new collection"
+    new.col.add_note(note, 1)
+    new.col.mod_schema(check=False)
+    auth_new = new.login(server)
+    done = threading.Event()
+    threading.Thread(target=lambda: (new.full_sync(auth_new, upload=True), done.set()), daemon=True).start()
+    assert not done.wait(2), "the upload replaced the collection under a running download"
+
+    # Read the rest of the download: it is the old collection, whole.
+    received = first
+    conn.settimeout(30)
+    while not received.endswith(b"0\r\n\r\n"):
+        chunk = conn.recv(1 << 20)
+        assert chunk
+        received += chunk
+    head, _, chunked = received.partition(b"\r\n\r\n")
+    payload, rest = b"", chunked
+    while True:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            break
+        payload += rest[:size]
+        rest = rest[size + 2:]
+    downloaded = tmp_path / "downloaded.anki2"
+    downloaded.write_bytes(zstandard.ZstdDecompressor().decompressobj().decompress(payload))
+    db = open_db(downloaded)
+    assert db.execute("pragma integrity_check").fetchone()[0] == "ok"
+    assert db.execute("select count(*) from notes").fetchone()[0] == 60
+    db.close()
+    conn.close()
+
+    assert done.wait(30), "the upload did not finish after the download"
+    check = Device(tmp_path / "check")
+    check.full_sync(check.login(server), upload=False)
+    assert check.col.find_notes("new collection")
+    assert check.col.note_count() == 1
+    new.close()
+    check.close()
