@@ -49,7 +49,10 @@ impl Account {
 
 impl AccountState {
     /// The open collection, opening (and if need be creating) it first.
-    pub fn collection(&mut self, account_dir: &std::path::Path) -> rusqlite::Result<&Connection> {
+    pub fn collection(
+        &mut self,
+        account_dir: &std::path::Path,
+    ) -> Result<&Connection, collection::StoreError> {
         if self.collection.is_none() {
             self.collection = Some(collection::open_or_create(account_dir)?);
         }

@@ -55,6 +55,12 @@ impl From<rusqlite::Error> for Failure {
     }
 }
 
+impl From<crate::collection::StoreError> for Failure {
+    fn from(e: crate::collection::StoreError) -> Failure {
+        Failure::internal(e.to_string())
+    }
+}
+
 impl From<std::io::Error> for Failure {
     fn from(e: std::io::Error) -> Failure {
         Failure::internal(format!("i/o: {e}"))

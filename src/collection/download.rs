@@ -9,18 +9,15 @@ use std::io::{self, BufReader, Read};
 
 use std::path::Path;
 
+use super::StoreError;
 use crate::account::AccountState;
 
 /// Makes the main file complete (WAL folded in) and opens it. Blocking.
-pub fn open(state: &mut AccountState, account_dir: &Path) -> rusqlite::Result<(File, u64)> {
+pub fn open(state: &mut AccountState, account_dir: &Path) -> Result<(File, u64), StoreError> {
     let conn = state.collection(account_dir)?;
     super::checkpoint(conn)?;
-    let file = File::open(account_dir.join(super::FILE_NAME))
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-    let len = file
-        .metadata()
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?
-        .len();
+    let file = File::open(account_dir.join(super::FILE_NAME))?;
+    let len = file.metadata()?.len();
     Ok((file, len))
 }
 

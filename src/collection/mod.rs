@@ -40,38 +40,46 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
 
 /// Opens the collection in `dir`, first creating an empty one if the user
 /// has none yet. The new file appears whole or not at all.
-pub fn open_or_create(dir: &Path) -> rusqlite::Result<Connection> {
+pub fn open_or_create(dir: &Path) -> Result<Connection, StoreError> {
     let path = dir.join(FILE_NAME);
     if !path.exists() {
-        create(dir, &path).map_err(|e| match e {
-            CreateError::Sql(e) => e,
-            CreateError::Io(e) => rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
-        })?;
+        create(dir, &path)?;
     }
-    open(&path)
+    Ok(open(&path)?)
 }
 
-enum CreateError {
+/// A storage failure: the database or the file system.
+#[derive(Debug)]
+pub enum StoreError {
     Sql(rusqlite::Error),
     Io(std::io::Error),
 }
 
-impl From<rusqlite::Error> for CreateError {
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Sql(e) => write!(f, "database: {e}"),
+            StoreError::Io(e) => write!(f, "i/o: {e}"),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        CreateError::Sql(e)
+        StoreError::Sql(e)
     }
 }
 
-impl From<std::io::Error> for CreateError {
+impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> Self {
-        CreateError::Io(e)
+        StoreError::Io(e)
     }
 }
 
-fn create(dir: &Path, path: &Path) -> Result<(), CreateError> {
+fn create(dir: &Path, path: &Path) -> Result<(), StoreError> {
     let temp = durable::temp_path(dir, FILE_NAME);
     drop(durable::create_private(&temp)?);
-    let result = (|| -> Result<(), CreateError> {
+    let result = (|| -> Result<(), StoreError> {
         let conn = Connection::open(&temp)?;
         register_unicase(&conn)?;
         conn.pragma_update(None, "page_size", 4096)?;

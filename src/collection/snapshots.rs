@@ -42,7 +42,7 @@ pub fn pack(raw: &Path) -> io::Result<()> {
     let result = (|| {
         let out = durable::create_private(&temp)?;
         let mut writer = BufWriter::new(&out);
-        super::upload::write_zstd(BufReader::new(File::open(raw)?), &mut writer)?;
+        write_zstd(BufReader::new(File::open(raw)?), &mut writer)?;
         drop(writer);
         out.sync_all()?;
         durable::commit_rename(&temp, &packed)
@@ -53,6 +53,13 @@ pub fn pack(raw: &Path) -> io::Result<()> {
     }
     fs::remove_file(raw)?;
     prune(dir, KEEP)
+}
+
+/// Copies `from` into `to` as one zstd stream.
+fn write_zstd(mut from: impl io::Read, to: impl io::Write) -> io::Result<()> {
+    let mut encoder = zstd::stream::write::Encoder::new(to, 3)?;
+    io::copy(&mut from, &mut encoder)?;
+    io::Write::flush(&mut encoder.finish()?)
 }
 
 /// Finishes what a crash interrupted: stray temps go, raw snapshots are

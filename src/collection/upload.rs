@@ -209,10 +209,3 @@ fn sidecar(path: &Path, suffix: &str) -> PathBuf {
     name.push(suffix);
     PathBuf::from(name)
 }
-
-/// Writes `data` as a zstd stream: used by tests and the snapshot code alike.
-pub fn write_zstd(mut from: impl Read, to: impl Write) -> io::Result<()> {
-    let mut encoder = zstd::stream::write::Encoder::new(to, 3)?;
-    io::copy(&mut from, &mut encoder)?;
-    encoder.finish()?.flush()
-}
