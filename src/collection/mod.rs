@@ -5,6 +5,7 @@ pub mod download;
 pub mod proto;
 pub mod schema;
 pub mod snapshots;
+pub mod text;
 pub mod upload;
 
 use std::path::Path;
