@@ -23,6 +23,8 @@ pub struct AccountState {
     /// The open collection, kept between requests of this user so a sync's
     /// requests do not reopen the file each time.
     pub collection: Option<Connection>,
+    /// A normal sync in progress: its transaction is open on `collection`.
+    pub session: Option<crate::sync::normal::Session>,
 }
 
 impl Account {
@@ -59,8 +61,24 @@ impl AccountState {
         Ok(self.collection.as_ref().expect("just opened"))
     }
 
+    /// Rolls back a normal sync in progress, if any.
+    pub fn abort_session(&mut self) {
+        if self.session.take().is_some() {
+            if let Some(conn) = &self.collection {
+                if !conn.is_autocommit() {
+                    if let Err(e) = conn.execute_batch("ROLLBACK") {
+                        log::error!("rolling back an aborted sync failed: {e}");
+                        // Closing the connection rolls back for certain.
+                        self.collection = None;
+                    }
+                }
+            }
+        }
+    }
+
     /// Closes the collection, folding the WAL back into the main file first.
     pub fn close_collection(&mut self) -> rusqlite::Result<()> {
+        self.abort_session();
         if let Some(conn) = self.collection.take() {
             collection::checkpoint(&conn)?;
             conn.close().map_err(|(_, e)| e)?;

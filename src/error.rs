@@ -51,6 +51,11 @@ impl Failure {
 
 impl From<rusqlite::Error> for Failure {
     fn from(e: rusqlite::Error) -> Failure {
+        // Rows from a client that break a constraint are the client's data
+        // problem (400: "check database"), not passing server trouble.
+        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) {
+            return Failure::bad_request(format!("database constraint: {e}"));
+        }
         Failure::internal(format!("database: {e}"))
     }
 }

@@ -14,6 +14,7 @@ use crate::account::AccountState;
 
 /// Makes the main file complete (WAL folded in) and opens it. Blocking.
 pub fn open(state: &mut AccountState, account_dir: &Path) -> Result<(File, u64), StoreError> {
+    state.abort_session();
     let conn = state.collection(account_dir)?;
     super::checkpoint(conn)?;
     let file = File::open(account_dir.join(super::FILE_NAME))?;

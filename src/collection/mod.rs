@@ -4,6 +4,7 @@
 pub mod download;
 pub mod proto;
 pub mod schema;
+pub mod schema11;
 pub mod snapshots;
 pub mod text;
 pub mod upload;

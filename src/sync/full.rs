@@ -6,7 +6,7 @@ use http_types::{Body, Response};
 use smol::io::BufReader;
 use smol::Unblock;
 
-use super::{blocking, reply_json, Call};
+use super::{blocking, Call};
 use crate::account::Account;
 use crate::collection::{download, snapshots, upload};
 use crate::error::{Failure, Outcome};
@@ -137,13 +137,6 @@ const SNAPSHOT_CALM: std::time::Duration = std::time::Duration::from_secs(2);
 /// Bytes per hand-off between the blocking pool and the socket when streaming
 /// a download.
 const STREAM_CHUNK: usize = 64 * 1024;
-
-pub async fn abort(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
-    // Nothing to roll back until normal syncs hold state; still wait for any
-    // request of this user in flight, as a later abort would.
-    drop(account.lock().await);
-    Ok(reply_json((), call.zstd()).await)
-}
 
 async fn reply_text(text: String, zstd: bool) -> Response {
     blocking(move || framing::reply(text.as_bytes(), zstd)).await

@@ -48,8 +48,20 @@ pub async fn meta(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> 
     let mut state = account.lock().await;
     let dir = account.dir.clone();
     let oversize = call.service.collection_limit();
+    let session = call.header.session.clone();
     let status = blocking(move || -> Outcome<collection::Status> {
-        let mut status = collection::status(state.collection(&dir)?)?;
+        state.expire_session();
+        // The same client starting over abandons its own sync; another
+        // device's check (a phone in the background) leaves it running and
+        // is answered from the last committed state.
+        if state.session.as_ref().is_some_and(|s| s.key == session) {
+            state.abort_session();
+        }
+        let mut status = if state.has_session() {
+            collection::status(&collection::open(&dir.join(collection::FILE_NAME))?)?
+        } else {
+            collection::status(state.collection(&dir)?)?
+        };
         // Like the official server: a collection too large to upload again is
         // only ever offered as a one-way sync.
         let len = std::fs::metadata(dir.join(collection::FILE_NAME))?.len();

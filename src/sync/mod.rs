@@ -3,6 +3,7 @@
 mod full;
 mod login;
 mod meta;
+pub mod normal;
 
 use std::io;
 use std::panic::AssertUnwindSafe;
@@ -166,10 +167,19 @@ async fn dispatch(
         Endpoint::Sync(SyncMethod::Meta) => meta::meta(&mut call, &account).await,
         Endpoint::Sync(SyncMethod::Upload) => full::upload(&mut call, &account).await,
         Endpoint::Sync(SyncMethod::Download) => full::download(&mut call, &account).await,
-        Endpoint::Sync(SyncMethod::Abort) => full::abort(&mut call, &account).await,
-        Endpoint::Sync(_) => Err(Failure::unavailable(
-            "normal (incremental) sync is not available on this server yet",
-        )),
+        Endpoint::Sync(SyncMethod::Abort) => normal::abort(&mut call, &account).await,
+        Endpoint::Sync(SyncMethod::Start) => normal::start(&mut call, &account).await,
+        Endpoint::Sync(SyncMethod::ApplyGraves) => {
+            normal::apply_graves_step(&mut call, &account).await
+        }
+        Endpoint::Sync(SyncMethod::ApplyChanges) => {
+            normal::apply_changes(&mut call, &account).await
+        }
+        Endpoint::Sync(SyncMethod::Chunk) => normal::chunk(&mut call, &account).await,
+        Endpoint::Sync(SyncMethod::ApplyChunk) => normal::apply_chunk(&mut call, &account).await,
+        Endpoint::Sync(SyncMethod::SanityCheck2) => normal::sanity_check(&mut call, &account).await,
+        Endpoint::Sync(SyncMethod::Finish) => normal::finish(&mut call, &account).await,
+        Endpoint::Sync(SyncMethod::HostKey) => unreachable!("answered above"),
         Endpoint::Media(_) => Err(Failure::unavailable(
             "media sync is not available on this server yet",
         )),

@@ -1,0 +1,848 @@
+//! Normal (incremental) sync: `start` ... `finish`, one SQLite transaction
+//! spread over many requests, held on the user's own connection.
+//!
+//! A second device of the same user that calls `start` takes over: the first
+//! sync is rolled back and its next request gets 409 ("another device is
+//! syncing"), as with the official server. Unlike it, a `meta` from another
+//! device (a phone's background check) does not kill a running sync; it is
+//! answered from the last committed state. A sync left idle for
+//! [`SESSION_IDLE`] is rolled back when the user's next request arrives.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_types::Response;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{blocking, Call};
+use crate::account::{Account, AccountState};
+use crate::clock;
+use crate::collection::schema11::{self, blob, int};
+use crate::collection::text;
+use crate::error::{Failure, Outcome};
+use crate::framing;
+
+/// A sync untouched this long is abandoned (clients give up after 60 s).
+pub const SESSION_IDLE: Duration = Duration::from_secs(120);
+
+/// Rows per `chunk` reply, as the official server.
+const CHUNK_BUDGET: i32 = 250;
+
+pub struct Session {
+    /// The client's session key (`s` of `start`).
+    pub key: String,
+    /// `col.usn` at `start`: stamped on everything this sync writes.
+    pub server_usn: i32,
+    /// The client's `minUsn`: rows with `usn >= client_usn` are news to it.
+    pub client_usn: i32,
+    pub client_is_newer: bool,
+    /// Ids still to send in `chunk` replies, taken at the first `chunk`.
+    pending: Option<Pending>,
+    touched: Instant,
+}
+
+struct Pending {
+    revlog: Vec<i64>,
+    cards: Vec<i64>,
+    notes: Vec<i64>,
+}
+
+impl AccountState {
+    /// Rolls back a sync nobody has touched for [`SESSION_IDLE`].
+    pub fn expire_session(&mut self) {
+        if self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.touched.elapsed() > SESSION_IDLE)
+        {
+            log::warn!("rolling back an abandoned sync");
+            self.abort_session();
+        }
+    }
+
+    pub fn has_session(&self) -> bool {
+        self.session.is_some()
+    }
+}
+
+#[derive(Deserialize)]
+struct StartRequest {
+    #[serde(rename = "minUsn")]
+    min_usn: i32,
+    #[serde(rename = "lnewer")]
+    client_is_newer: bool,
+    #[serde(default)]
+    graves: Option<Value>,
+}
+
+#[derive(Serialize, Default)]
+struct Graves {
+    cards: Vec<i64>,
+    notes: Vec<i64>,
+    decks: Vec<i64>,
+}
+
+pub async fn start(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
+    let request: StartRequest = call.json().await?;
+    let key = session_key(call)?;
+    let zstd = call.zstd();
+    let mut state = account.lock().await;
+    let dir = account.dir.clone();
+    blocking(move || {
+        state.abort_session();
+        let conn = state.collection(&dir)?;
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let result = (|| -> Outcome<(i32, Graves)> {
+            let server_usn: i32 = conn.query_row("SELECT usn FROM col", [], |r| r.get(0))?;
+            let graves = collect_graves(conn, request.min_usn)?;
+            if let Some(legacy) = request.graves.as_ref().filter(|g| !g.is_null()) {
+                apply_graves(conn, legacy, server_usn)?;
+            }
+            Ok((server_usn, graves))
+        })();
+        match result {
+            Ok((server_usn, graves)) => {
+                state.session = Some(Session {
+                    key,
+                    server_usn,
+                    client_usn: request.min_usn,
+                    client_is_newer: request.client_is_newer,
+                    pending: None,
+                    touched: Instant::now(),
+                });
+                Ok(framing::reply_json(&graves, zstd))
+            }
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    })
+    .await
+}
+
+fn session_key(call: &Call) -> Outcome<String> {
+    if call.header.session.is_empty() {
+        return Err(Failure::bad_request("missing session key"));
+    }
+    Ok(call.header.session.clone())
+}
+
+/// Runs one step of the sync in progress on the blocking pool. No sync, or
+/// another device's: 409. A step that fails rolls the whole sync back.
+async fn step<T: Serialize>(
+    call: &Call,
+    account: &Arc<Account>,
+    work: impl FnOnce(&Connection, &mut Session) -> Outcome<T> + Send + 'static,
+) -> Outcome<Response> {
+    let key = session_key(call)?;
+    let zstd = call.zstd();
+    let mut state = account.lock().await;
+    let dir = account.dir.clone();
+    blocking(move || {
+        state.expire_session();
+        match &state.session {
+            Some(s) if s.key == key => {}
+            _ => return Err(Failure::conflict("no sync in progress for this device")),
+        }
+        let mut session = state.session.take().expect("checked above");
+        let conn = state.collection(&dir)?;
+        match work(conn, &mut session) {
+            Ok(value) => {
+                session.touched = Instant::now();
+                state.session = Some(session);
+                Ok(framing::reply_json(&value, zstd))
+            }
+            Err(failure) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(failure)
+            }
+        }
+    })
+    .await
+}
+
+fn collect_graves(conn: &Connection, min_usn: i32) -> Outcome<Graves> {
+    let mut graves = Graves::default();
+    let mut stmt = conn.prepare("SELECT oid, type FROM graves WHERE usn >= ?")?;
+    let mut rows = stmt.query([min_usn])?;
+    while let Some(row) = rows.next()? {
+        let (oid, kind): (i64, i64) = (row.get(0)?, row.get(1)?);
+        match kind {
+            0 => graves.cards.push(oid),
+            1 => graves.notes.push(oid),
+            _ => graves.decks.push(oid),
+        }
+    }
+    Ok(graves)
+}
+
+/// Deletes what the client deleted and records the graves. Nothing cascades:
+/// the client sends the graves of a deleted note's cards itself.
+fn apply_graves(conn: &Connection, graves: &Value, usn: i32) -> Outcome<()> {
+    let ids = |key: &str| -> Vec<i64> {
+        graves
+            .get(key)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|v| int(Some(v))).collect())
+            .unwrap_or_default()
+    };
+    for (key, table, kind) in [
+        ("notes", "notes", 1),
+        ("cards", "cards", 0),
+        ("decks", "decks", 2),
+    ] {
+        for id in ids(key) {
+            conn.execute(&format!("DELETE FROM {table} WHERE id = ?"), [id])?;
+            conn.execute(
+                "INSERT OR IGNORE INTO graves (oid, type, usn) VALUES (?, ?, ?)",
+                params![id, kind, usn],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct ChunkOf<T> {
+    chunk: T,
+}
+
+pub async fn apply_graves_step(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
+    let request: ChunkOf<Value> = call.json().await?;
+    step(call, account, move |conn, s| {
+        apply_graves(conn, &request.chunk, s.server_usn)
+    })
+    .await
+}
+
+// ------------------------------------------------------------ applyChanges
+
+#[derive(Deserialize)]
+struct ChangesRequest {
+    changes: Changes,
+}
+
+#[derive(Deserialize, Serialize, Default)]
+struct Changes {
+    #[serde(default)]
+    models: Vec<Value>,
+    #[serde(default = "empty_decks")]
+    decks: (Vec<Value>, Vec<Value>),
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    conf: Option<serde_json::Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    crt: Option<i64>,
+}
+
+fn empty_decks() -> (Vec<Value>, Vec<Value>) {
+    (Vec::new(), Vec::new())
+}
+
+pub async fn apply_changes(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
+    let request: ChangesRequest = call.json().await?;
+    step(call, account, move |conn, s| {
+        // Ours first: collected after the client's were merged, they would be
+        // echoed back to it.
+        let ours = server_changes(conn, s)?;
+        merge_changes(conn, s, request.changes)?;
+        Ok(ours)
+    })
+    .await
+}
+
+fn server_changes(conn: &Connection, s: &Session) -> Outcome<Changes> {
+    let mut changes = Changes::default();
+    let ids: Vec<(i64, i32)> = conn
+        .prepare("SELECT id, usn FROM notetypes WHERE usn >= ?")?
+        .query_map([s.client_usn], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (id, usn) in ids {
+        changes
+            .models
+            .push(schema11::notetype_to_json(&load_notetype(conn, id)?, usn));
+    }
+    let mut stmt =
+        conn.prepare("SELECT id, name, mtime_secs, usn, common, kind FROM decks WHERE usn >= ?")?;
+    let mut rows = stmt.query([s.client_usn])?;
+    while let Some(r) = rows.next()? {
+        let row = schema11::DeckRow {
+            id: r.get(0)?,
+            human_name: schema11::human_deck_name(&r.get::<_, String>(1)?),
+            mtime: r.get(2)?,
+            common: decode(&r.get::<_, Vec<u8>>(4)?)?,
+            kind: decode(&r.get::<_, Vec<u8>>(5)?)?,
+        };
+        changes
+            .decks
+            .0
+            .push(schema11::deck_to_json(&row, r.get(3)?));
+    }
+    let mut stmt =
+        conn.prepare("SELECT id, name, mtime_secs, usn, config FROM deck_config WHERE usn >= ?")?;
+    let mut rows = stmt.query([s.client_usn])?;
+    while let Some(r) = rows.next()? {
+        let row = schema11::DeckConfigRow {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            mtime: r.get(2)?,
+            config: decode(&r.get::<_, Vec<u8>>(4)?)?,
+        };
+        changes
+            .decks
+            .1
+            .push(schema11::deck_config_to_json(&row, r.get(3)?));
+    }
+    changes.tags = conn
+        .prepare("SELECT tag FROM tags WHERE usn >= ?")?
+        .query_map([s.client_usn], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if !s.client_is_newer {
+        let mut conf = serde_json::Map::new();
+        let mut stmt = conn.prepare("SELECT key, val FROM config")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let val: Vec<u8> = r.get(1)?;
+            conf.insert(
+                r.get(0)?,
+                serde_json::from_slice(&val).unwrap_or(Value::Null),
+            );
+        }
+        changes.conf = Some(conf);
+        changes.crt = Some(conn.query_row("SELECT crt FROM col", [], |r| r.get(0))?);
+    }
+    Ok(changes)
+}
+
+fn decode<M: prost::Message + Default>(bytes: &[u8]) -> Outcome<M> {
+    M::decode(bytes).map_err(|e| Failure::internal(format!("stored protobuf: {e}")))
+}
+
+fn load_notetype(conn: &Connection, id: i64) -> Outcome<schema11::NotetypeRow> {
+    let (name, mtime, config): (String, i64, Vec<u8>) = conn.query_row(
+        "SELECT name, mtime_secs, config FROM notetypes WHERE id = ?",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let fields = conn
+        .prepare("SELECT name, config FROM fields WHERE ntid = ? ORDER BY ord")?
+        .query_map([id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .map(|(n, c)| Ok((n, decode(&c)?)))
+        .collect::<Outcome<_>>()?;
+    let templates = conn
+        .prepare("SELECT name, config FROM templates WHERE ntid = ? ORDER BY ord")?
+        .query_map([id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .map(|(n, c)| Ok((n, decode(&c)?)))
+        .collect::<Outcome<_>>()?;
+    Ok(schema11::NotetypeRow {
+        id,
+        name,
+        mtime,
+        config: decode(&config)?,
+        fields,
+        templates,
+    })
+}
+
+fn bad(e: String) -> Failure {
+    Failure::bad_request(e)
+}
+
+/// Appends `+` while another row of `table` (another id) has the name,
+/// compared as the `unicase` collation does. Returns whether it changed.
+fn make_unique(conn: &Connection, table: &str, id: i64, name: &mut String) -> Outcome<bool> {
+    let mut changed = false;
+    let sql = format!("SELECT 1 FROM {table} WHERE name = ? AND id != ?");
+    while conn
+        .query_row(&sql, params![name.as_str(), id], |_| Ok(()))
+        .optional()?
+        .is_some()
+    {
+        name.push('+');
+        changed = true;
+    }
+    Ok(changed)
+}
+
+fn merge_changes(conn: &Connection, s: &Session, changes: Changes) -> Outcome<()> {
+    let usn = s.server_usn;
+    let now = clock::now_secs();
+    for json in &changes.models {
+        let mut nt = schema11::notetype_from_json(json).map_err(bad)?;
+        let existing: Option<i64> = conn
+            .query_row(
+                "SELECT mtime_secs FROM notetypes WHERE id = ?",
+                [nt.id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if existing.is_some_and(|mtime| mtime > nt.mtime) {
+            continue;
+        }
+        if existing.is_some() {
+            let count = |table: &str| -> rusqlite::Result<usize> {
+                conn.query_row(
+                    &format!("SELECT count(*) FROM {table} WHERE ntid = ?"),
+                    [nt.id],
+                    |r| r.get(0),
+                )
+            };
+            if count("fields")? != nt.fields.len() || count("templates")? != nt.templates.len() {
+                return Err(bad(format!(
+                    "notetype {} changed its fields or templates without a full sync",
+                    nt.id
+                )));
+            }
+        }
+        if make_unique(conn, "notetypes", nt.id, &mut nt.name)? {
+            nt.mtime = now;
+        }
+        conn.execute(
+            "INSERT OR REPLACE INTO notetypes (id, name, mtime_secs, usn, config) VALUES (?, ?, ?, ?, ?)",
+            params![nt.id, nt.name, nt.mtime, usn, blob(&nt.config)],
+        )?;
+        conn.execute("DELETE FROM fields WHERE ntid = ?", [nt.id])?;
+        conn.execute("DELETE FROM templates WHERE ntid = ?", [nt.id])?;
+        for (ord, (name, config)) in nt.fields.iter().enumerate() {
+            conn.execute(
+                "INSERT INTO fields (ntid, ord, name, config) VALUES (?, ?, ?, ?)",
+                params![nt.id, ord, name, blob(config)],
+            )?;
+        }
+        for (ord, (name, config)) in nt.templates.iter().enumerate() {
+            conn.execute(
+                "INSERT INTO templates (ntid, ord, name, mtime_secs, usn, config) VALUES (?, ?, ?, 0, 0, ?)",
+                params![nt.id, ord, name, blob(config)],
+            )?;
+        }
+    }
+    for json in &changes.decks.0 {
+        let deck = schema11::deck_from_json(json).map_err(bad)?;
+        let existing: Option<i64> = conn
+            .query_row(
+                "SELECT mtime_secs FROM decks WHERE id = ?",
+                [deck.id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if existing.is_some_and(|mtime| mtime > deck.mtime) {
+            continue;
+        }
+        let mut name = schema11::native_deck_name(&deck.human_name);
+        let mut mtime = deck.mtime;
+        if make_unique(conn, "decks", deck.id, &mut name)? {
+            mtime = now;
+        }
+        conn.execute(
+            "INSERT OR REPLACE INTO decks (id, name, mtime_secs, usn, common, kind) VALUES (?, ?, ?, ?, ?, ?)",
+            params![deck.id, name, mtime, usn, blob(&deck.common), blob(&deck.kind)],
+        )?;
+    }
+    for json in &changes.decks.1 {
+        let dc = schema11::deck_config_from_json(json).map_err(bad)?;
+        let existing: Option<i64> = conn
+            .query_row(
+                "SELECT mtime_secs FROM deck_config WHERE id = ?",
+                [dc.id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if existing.is_some_and(|mtime| mtime > dc.mtime) {
+            continue;
+        }
+        conn.execute(
+            "INSERT OR REPLACE INTO deck_config (id, name, mtime_secs, usn, config) VALUES (?, ?, ?, ?, ?)",
+            params![dc.id, dc.name, dc.mtime, usn, blob(&dc.config)],
+        )?;
+    }
+    for tag in &changes.tags {
+        let tag = normalize_tag(tag);
+        let exists = conn
+            .query_row("SELECT 1 FROM tags WHERE tag = ?", [&tag], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if !exists {
+            let tag = adopt_parent_case(conn, &tag)?;
+            conn.execute(
+                "INSERT INTO tags (tag, usn, collapsed, config) VALUES (?, ?, 1, NULL)",
+                params![tag, usn],
+            )?;
+        }
+    }
+    if let Some(crt) = changes.crt {
+        conn.execute("UPDATE col SET crt = ?", [crt])?;
+    }
+    if let Some(conf) = changes.conf {
+        // The newer side's config replaces the other's entirely.
+        conn.execute("DELETE FROM config", [])?;
+        for (key, value) in conf {
+            conn.execute(
+                "INSERT INTO config (KEY, usn, mtime_secs, val) VALUES (?, ?, ?, ?)",
+                params![
+                    key,
+                    usn,
+                    now,
+                    serde_json::to_vec(&value).expect("JSON values serialise")
+                ],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// NFC; per `::` component no ASCII control characters or spaces, and an
+/// empty component becomes "blank".
+fn normalize_tag(tag: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    tag.split("::")
+        .map(|part| {
+            let part: String = part
+                .nfc()
+                .filter(|c| !c.is_ascii_control() && *c != ' ' && *c != '\u{3000}')
+                .collect();
+            if part.is_empty() {
+                "blank".to_owned()
+            } else {
+                part
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("::")
+}
+
+/// A new tag under an existing parent takes the parent's spelling.
+fn adopt_parent_case(conn: &Connection, tag: &str) -> Outcome<String> {
+    let parts: Vec<&str> = tag.split("::").collect();
+    for n in (1..parts.len()).rev() {
+        let parent = parts[..n].join("::");
+        let stored: Option<String> = conn
+            .query_row("SELECT tag FROM tags WHERE tag = ?", [&parent], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(stored) = stored {
+            return Ok(format!("{stored}::{}", parts[n..].join("::")));
+        }
+    }
+    Ok(tag.to_owned())
+}
+
+// ------------------------------------------------------------------ chunks
+
+#[derive(Serialize)]
+struct Chunk {
+    done: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    revlog: Vec<Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    cards: Vec<Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    notes: Vec<Value>,
+}
+
+fn ids(conn: &Connection, table: &str, min_usn: i32) -> rusqlite::Result<Vec<i64>> {
+    conn.prepare(&format!("SELECT id FROM {table} WHERE usn >= ?"))?
+        .query_map([min_usn], |r| r.get(0))?
+        .collect()
+}
+
+pub async fn chunk(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
+    step(call, account, |conn, s| {
+        if s.pending.is_none() {
+            s.pending = Some(Pending {
+                revlog: ids(conn, "revlog", s.client_usn)?,
+                cards: ids(conn, "cards", s.client_usn)?,
+                notes: ids(conn, "notes", s.client_usn)?,
+            });
+        }
+        let pending = s.pending.as_mut().expect("set above");
+        let (mut revlog, mut cards, mut notes) = (Vec::new(), Vec::new(), Vec::new());
+        let mut budget = CHUNK_BUDGET;
+        while budget > 0
+            && !(pending.revlog.is_empty() && pending.cards.is_empty() && pending.notes.is_empty())
+        {
+            for (from, to) in [
+                (&mut pending.revlog, &mut revlog),
+                (&mut pending.notes, &mut notes),
+                (&mut pending.cards, &mut cards),
+            ] {
+                if let Some(id) = from.pop() {
+                    to.push(id);
+                    budget -= 1;
+                }
+            }
+        }
+        Ok(Chunk {
+            done: budget > 0,
+            revlog: load_rows(conn, "SELECT * FROM revlog WHERE id = ?", &revlog, 9)?,
+            cards: load_rows(conn, "SELECT * FROM cards WHERE id = ?", &cards, 18)?,
+            notes: load_notes(conn, &notes)?,
+        })
+    })
+    .await
+}
+
+fn load_rows(conn: &Connection, sql: &str, ids: &[i64], columns: usize) -> Outcome<Vec<Value>> {
+    let mut stmt = conn.prepare(sql)?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let row = stmt.query_row([id], |r| {
+            (0..columns)
+                .map(|i| {
+                    Ok(match r.get_ref(i)? {
+                        rusqlite::types::ValueRef::Integer(n) => json!(n),
+                        rusqlite::types::ValueRef::Real(f) => json!(f),
+                        rusqlite::types::ValueRef::Text(t) => json!(String::from_utf8_lossy(t)),
+                        _ => Value::Null,
+                    })
+                })
+                .collect::<rusqlite::Result<Vec<Value>>>()
+        })?;
+        out.push(Value::Array(row));
+    }
+    Ok(out)
+}
+
+fn load_notes(conn: &Connection, ids: &[i64]) -> Outcome<Vec<Value>> {
+    let mut stmt =
+        conn.prepare("SELECT id, guid, mid, mod, usn, tags, flds FROM notes WHERE id = ?")?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let note = stmt.query_row([id], |r| {
+            Ok(json!([
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, String>(6)?,
+                "",
+                "",
+                0,
+                ""
+            ]))
+        })?;
+        out.push(note);
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+struct IncomingChunk {
+    #[serde(default)]
+    revlog: Vec<Vec<Value>>,
+    #[serde(default)]
+    cards: Vec<Vec<Value>>,
+    #[serde(default)]
+    notes: Vec<Vec<Value>>,
+}
+
+pub async fn apply_chunk(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
+    let request: ChunkOf<IncomingChunk> = call.json().await?;
+    step(call, account, move |conn, s| {
+        let chunk = request.chunk;
+        let usn = s.server_usn;
+        let num = |row: &[Value], i: usize| -> Outcome<i64> {
+            int(row.get(i)).ok_or_else(|| bad(format!("column {i} is not a number")))
+        };
+        let txt = |row: &[Value], i: usize| -> Outcome<String> {
+            row.get(i)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| bad(format!("column {i} is not text")))
+        };
+        for r in &chunk.revlog {
+            conn.execute(
+                "INSERT OR IGNORE INTO revlog VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                params![num(r, 0)?, num(r, 1)?, usn, num(r, 3)?, num(r, 4)?, num(r, 5)?, num(r, 6)?, num(r, 7)?, num(r, 8)?],
+            )?;
+        }
+        for r in &chunk.cards {
+            if server_keeps(conn, "cards", num(r, 0)?, num(r, 4)?, s.client_usn)? {
+                continue;
+            }
+            let mut values: Vec<i64> = Vec::with_capacity(17);
+            for i in 0..17 {
+                values.push(if i == 5 { usn as i64 } else { num(r, i)? });
+            }
+            let data = txt(r, 17)?;
+            conn.execute(
+                "INSERT OR REPLACE INTO cards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rusqlite::params_from_iter(values.iter().map(|v| v as &dyn rusqlite::ToSql).chain([&data as &dyn rusqlite::ToSql])),
+            )?;
+        }
+        for r in &chunk.notes {
+            let id = num(r, 0)?;
+            if server_keeps(conn, "notes", id, num(r, 3)?, s.client_usn)? {
+                continue;
+            }
+            let mid = num(r, 2)?;
+            let (field_count, sort_idx) = notetype_shape(conn, mid)?;
+            let flds: String = txt(r, 6)?
+                .chars()
+                .filter(|c| !c.is_ascii_control() || matches!(c, '\n' | '\t' | '\u{1f}'))
+                .collect();
+            let fields: Vec<&str> = flds.split('\u{1f}').collect();
+            if fields.len() != field_count {
+                return Err(bad(format!("note {id} has {} fields, its notetype {field_count}", fields.len())));
+            }
+            let (sfld, csum) = text::sort_field_and_checksum(&fields, sort_idx);
+            conn.execute(
+                "INSERT OR REPLACE INTO notes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, '')",
+                params![id, txt(r, 1)?, mid, num(r, 3)?, usn, txt(r, 5)?, flds, sfld, csum],
+            )?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Whether the server's row wins: changed here since the client last synced,
+/// and at least as new.
+fn server_keeps(
+    conn: &Connection,
+    table: &str,
+    id: i64,
+    incoming_mod: i64,
+    client_usn: i32,
+) -> Outcome<bool> {
+    let existing: Option<(i32, i64)> = conn
+        .query_row(
+            &format!("SELECT usn, mod FROM {table} WHERE id = ?"),
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(existing.is_some_and(|(usn, modified)| usn >= client_usn && modified >= incoming_mod))
+}
+
+fn notetype_shape(conn: &Connection, mid: i64) -> Outcome<(usize, usize)> {
+    let config: Option<Vec<u8>> = conn
+        .query_row("SELECT config FROM notetypes WHERE id = ?", [mid], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let config: crate::collection::proto::NotetypeConfig =
+        decode(&config.ok_or_else(|| bad(format!("note refers to missing notetype {mid}")))?)?;
+    let fields: usize =
+        conn.query_row("SELECT count(*) FROM fields WHERE ntid = ?", [mid], |r| {
+            r.get(0)
+        })?;
+    Ok((fields.max(1), config.sort_field_idx as usize))
+}
+
+// ------------------------------------------------------- sanity and finish
+
+#[derive(Deserialize)]
+struct SanityRequest {
+    client: Vec<Value>,
+}
+
+#[derive(Serialize)]
+struct SanityReply {
+    status: &'static str,
+    c: Value,
+    s: Value,
+}
+
+pub async fn sanity_check(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
+    let request: SanityRequest = call.json().await?;
+    let key = session_key(call)?;
+    let zstd = call.zstd();
+    let mut state = account.lock().await;
+    let dir = account.dir.clone();
+    blocking(move || {
+        state.expire_session();
+        if !state.session.as_ref().is_some_and(|s| s.key == key) {
+            return Err(Failure::conflict("no sync in progress for this device"));
+        }
+        let conn = state.collection(&dir)?;
+        let count = |table: &str| -> rusqlite::Result<i64> {
+            conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        };
+        let pending: i64 = conn.query_row(
+            "SELECT (SELECT count(*) FROM cards WHERE usn = -1) + (SELECT count(*) FROM notes WHERE usn = -1)
+              + (SELECT count(*) FROM revlog WHERE usn = -1) + (SELECT count(*) FROM graves WHERE usn = -1)
+              + (SELECT count(*) FROM decks WHERE usn = -1) + (SELECT count(*) FROM deck_config WHERE usn = -1)
+              + (SELECT count(*) FROM tags WHERE usn = -1) + (SELECT count(*) FROM notetypes WHERE usn = -1)",
+            [],
+            |r| r.get(0),
+        )?;
+        let server = json!([[0, 0, 0], count("cards")?, count("notes")?, count("revlog")?, 0,
+                            count("notetypes")?, count("decks")?, count("deck_config")?]);
+        let mut client = Value::Array(request.client);
+        if let Some(c) = client.as_array_mut() {
+            if !c.is_empty() {
+                c[0] = json!([0, 0, 0]);
+            }
+            if c.len() > 4 {
+                c[4] = json!(0);
+            }
+        }
+        let same = pending == 0 && client.as_array().map(|c| c.len()) == Some(8)
+            && (1..8).all(|i| int(client.get(i)) == int(server.get(i)));
+        if !same {
+            // The client now rolls back and asks for a full sync; so do we.
+            log::warn!("sanity check failed: client {client}, server {server}");
+            state.abort_session();
+        }
+        let reply = SanityReply {
+            status: if same { "ok" } else { "bad" },
+            c: client,
+            s: if pending == 0 { server } else { Value::Null },
+        };
+        Ok(framing::reply_json(&reply, zstd))
+    })
+    .await
+}
+
+pub async fn finish(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
+    let key = session_key(call)?;
+    let zstd = call.zstd();
+    let mut state = account.lock().await;
+    let dir = account.dir.clone();
+    blocking(move || {
+        state.expire_session();
+        if !state.session.as_ref().is_some_and(|s| s.key == key) {
+            return Err(Failure::conflict("no sync in progress for this device"));
+        }
+        state.session = None;
+        let conn = state.collection(&dir)?;
+        // The reply must be exactly the mod that later metas report.
+        let now = clock::now_millis();
+        let committed = conn
+            .execute("UPDATE col SET ls = ?1, mod = ?1, usn = usn + 1", [now])
+            .and_then(|_| conn.execute_batch("COMMIT"));
+        if let Err(e) = committed {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(e.into());
+        }
+        Ok(framing::reply_json(&now, zstd))
+    })
+    .await
+}
+
+pub async fn abort(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
+    // Any device may abort: a user cancelling on the desktop does it from a
+    // new client object with a new session key.
+    let zstd = call.zstd();
+    let mut state = account.lock().await;
+    Ok(blocking(move || {
+        state.abort_session();
+        framing::reply_json(&Value::Null, zstd)
+    })
+    .await)
+}

@@ -1,0 +1,106 @@
+"""Incremental sync with real clients (issue 3): devices converge."""
+
+import time
+
+from anki.sync_pb2 import SyncCollectionResponse
+
+from harness import Device, dump, make_rich_collection
+
+Changes = SyncCollectionResponse.ChangesRequired
+
+def content(dev: Device) -> dict:
+    # Per-device bookkeeping, not content: usn (pending changes are -1 on a
+    # client), and col.mod/col.ls, the stamp of the last finish each device
+    # took part in (every finish moves the server's mod, as the official
+    # server's does).
+    tables = dump(dev.path, skip_columns=("usn", "ls"))
+    tables["col"] = [row[:2] + row[3:] for row in tables["col"]]  # drop col.mod
+    return tables
+
+
+def assert_same(a: Device, b: Device) -> None:
+    ta, tb = content(a), content(b)
+    for table in ta:
+        assert ta[table] == tb[table], f"{table} differs"
+
+
+def sync_both(a, auth_a, b, auth_b):
+    for dev, auth in ((a, auth_a), (b, auth_b), (a, auth_a)):
+        assert dev.sync(auth) == Changes.NO_CHANGES
+    # A sync right after moves nothing.
+    assert a.sync(auth_a) == Changes.NO_CHANGES
+    assert b.sync(auth_b) == Changes.NO_CHANGES
+
+
+def test_two_devices_converge_over_rounds(server, tmp_path):
+    a = Device(tmp_path / "a")
+    make_rich_collection(a.col, notes=200, reviews=50)
+    auth_a = a.login(server)
+    a.full_sync(auth_a, upload=True)
+    b = Device(tmp_path / "b")
+    auth_b = b.login(server)
+    b.full_sync(auth_b, upload=False)
+
+    basic = a.col.models.by_name("Basic")
+    # Round 1, on A: add, edit, delete notes; review; suspend; move; new deck; tags; config.
+    for i in range(5):
+        note = a.col.new_note(basic)
+        note["Front"], note["Back"] = f"round1 {i}", "x"
+        note.tags = ["fresh"]
+        a.col.add_note(note, a.col.decks.id("Round1::Nested"))
+    nids = a.col.find_notes("")
+    edited = a.col.get_note(nids[0])
+    edited["Front"] = edited["Front"] + " (edited on A)"
+    a.col.update_note(edited)
+    a.col.remove_notes([nids[1]])
+    for _ in range(10):
+        card = a.col.sched.getCard()
+        if card:
+            a.col.sched.answerCard(card, 3)
+    cids = a.col.find_cards("")
+    a.col.sched.suspend_cards([cids[2]])
+    a.col.set_deck([cids[3]], a.col.decks.id("Science"))
+    a.col.set_config("roundOne", True)
+    assert a.sync(auth_a) in (Changes.NO_CHANGES, Changes.NORMAL_SYNC)
+    sync_both(a, auth_a, b, auth_b)
+    assert_same(a, b)
+
+    # Round 2, on B: rename and delete decks, change a preset, edit a template, tags.
+    time.sleep(1)
+    did = b.col.decks.id("Round1")
+    deck = b.col.decks.get(did)
+    deck["name"] = "Renamed on B"
+    b.col.decks.save(deck)
+    b.col.decks.remove([b.col.decks.id("Ωmega")])
+    conf = b.col.decks.get_config(1)
+    conf["new"]["perDay"] = 33
+    b.col.decks.update_config(conf)
+    model = b.col.models.by_name("Basic")
+    model["tmpls"][0]["qfmt"] = "{{Front}} (B)"
+    model["css"] += "\n.card { color: navy; }"
+    b.col.models.update_dict(model)
+    b.col.tags.rename("fresh", "renamed::tag")
+    b.col.set_config("roundTwo", {"x": 1})
+    sync_both(b, auth_b, a, auth_a)
+    a.col.models._clear_cache()
+    assert_same(a, b)
+    assert a.col.decks.by_name("Renamed on B::Nested")
+    assert a.col.models.by_name("Basic")["tmpls"][0]["qfmt"] == "{{Front}} (B)"
+
+    # Round 3, both: each reviews and edits different notes.
+    time.sleep(1)
+    for dev in (a, b):
+        for _ in range(5):
+            card = dev.col.sched.getCard()
+            if card:
+                dev.col.sched.answerCard(card, 2)
+    na = a.col.get_note(a.col.find_notes("")[5])
+    na["Back"] = "edited on A in round 3"
+    a.col.update_note(na)
+    nb = b.col.get_note(b.col.find_notes("")[6])
+    nb["Back"] = "edited on B in round 3"
+    b.col.update_note(nb)
+    sync_both(a, auth_a, b, auth_b)
+    assert_same(a, b)
+    a.close()
+    b.close()
