@@ -60,6 +60,7 @@ def test_two_devices_converge_over_rounds(server, tmp_path):
     cids = a.col.find_cards("")
     a.col.sched.suspend_cards([cids[2]])
     a.col.set_deck([cids[3]], a.col.decks.id("Science"))
+    a.col.sched.bury_cards([cids[4]])
     a.col.set_config("roundOne", True)
     assert a.sync(auth_a) in (Changes.NO_CHANGES, Changes.NORMAL_SYNC)
     sync_both(a, auth_a, b, auth_b)
@@ -80,6 +81,7 @@ def test_two_devices_converge_over_rounds(server, tmp_path):
     model["css"] += "\n.card { color: navy; }"
     b.col.models.update_dict(model)
     b.col.tags.rename("fresh", "renamed::tag")
+    b.col.tags.remove("tag3")
     b.col.set_config("roundTwo", {"x": 1})
     sync_both(b, auth_b, a, auth_a)
     a.col.models._clear_cache()
@@ -104,3 +106,50 @@ def test_two_devices_converge_over_rounds(server, tmp_path):
     assert_same(a, b)
     a.close()
     b.close()
+
+
+def test_another_users_sync_finishes_during_a_large_upload(server_factory, tmp_path):
+    import os
+    import socket
+
+    import zstandard
+
+    server = server_factory(users=("alice:secret", "bob:hunter2")).start()
+    bob = Device(tmp_path / "bob")
+    make_rich_collection(bob.col, notes=20, reviews=5)
+    auth_b = bob.login(server, "bob", "hunter2")
+    bob.full_sync(auth_b, upload=True)
+
+    # Alice's device starts a ~20 MB upload and stalls halfway.
+    alice = Device(tmp_path / "alice")
+    basic = alice.col.models.by_name("Basic")
+    for i in range(200):
+        note = alice.col.new_note(basic)
+        note["Front"] = f"{i} " + os.urandom(50_000).hex()
+        alice.col.add_note(note, 1)
+    alice.close()
+    body = zstandard.ZstdCompressor().compress(alice.path.read_bytes())
+    conn = socket.create_connection(("127.0.0.1", server.port))
+    conn.sendall((
+        "POST /sync/upload HTTP/1.1\r\nhost: x\r\n"
+        'anki-sync: {"v":11,"k":"6985e52cea44a28695d5c440bd42f57e9f50b7b1","c":"t","s":"s"}\r\n'
+        f"content-length: {len(body)}\r\n\r\n"
+    ).encode() + body[: len(body) // 2])
+
+    # Bob syncs normally, start to finish, meanwhile.
+    note = bob.col.new_note(bob.col.models.by_name("Basic"))
+    note["Front"] = "bob while alice uploads"
+    bob.col.add_note(note, 1)
+    assert bob.sync(auth_b) == Changes.NO_CHANGES
+    other = Device(tmp_path / "bob2")
+    auth_b2 = other.login(server, "bob", "hunter2")
+    other.full_sync(auth_b2, upload=False)
+    assert other.col.find_notes("bob while alice uploads")
+
+    # Alice's upload was in flight all along and still completes.
+    conn.sendall(body[len(body) // 2 :])
+    reply = conn.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:100]
+    conn.close()
+    bob.close()
+    other.close()
