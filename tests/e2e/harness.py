@@ -93,6 +93,36 @@ class Server:
         return "".join(self.lines)
 
 
+class OfficialServer(Server):
+    """`python -m anki.syncserver` from the same pinned package, for
+    differential tests: the same steps must give the same results."""
+
+    def start(self, argv=None, **popen) -> "Server":
+        import sys
+
+        if not self.port:
+            self.port = free_port()
+        self.lines = []
+        env = self.env()
+        env.setdefault("RUST_LOG", "error")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "anki.syncserver"], env=env, stderr=subprocess.PIPE, text=True
+        )
+        threading.Thread(target=self._read_log, args=(self.proc,), daemon=True).start()
+
+        def accepting():
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return True
+            except OSError:
+                return False
+
+        if not wait_for(accepting, timeout=60):
+            self.stop(signal.SIGKILL)
+            raise RuntimeError("the official server did not start:\n" + self.log())
+        return self
+
+
 class Device:
     """One client device: its own folder and collection, like a phone or a PC."""
 
