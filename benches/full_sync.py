@@ -56,10 +56,11 @@ def free_port() -> int:
 
 
 class Proc:
-    def __init__(self, argv, data: Path):
+    def __init__(self, argv, data: Path, users=("bench:bench",)):
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("SYNC_")}
-        env.update(SYNC_USER1="bench:bench", SYNC_HOST="127.0.0.1",
+        env.update({f"SYNC_USER{i}": u for i, u in enumerate(users, 1)})
+        env.update(SYNC_HOST="127.0.0.1",
                    SYNC_PORT=str(self.port), SYNC_BASE=str(data), LEITNER_LOG=os.environ.get("LEITNER_LOG", "warn"),
                    RUST_LOG="error")
         self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=None if os.environ.get("BENCH_VERBOSE") else subprocess.DEVNULL)

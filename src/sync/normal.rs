@@ -195,11 +195,10 @@ fn apply_graves(conn: &Connection, graves: &Value, usn: i32) -> Outcome<()> {
         ("decks", "decks", 2),
     ] {
         for id in ids(key) {
-            conn.execute(&format!("DELETE FROM {table} WHERE id = ?"), [id])?;
-            conn.execute(
-                "INSERT OR IGNORE INTO graves (oid, type, usn) VALUES (?, ?, ?)",
-                params![id, kind, usn],
-            )?;
+            conn.prepare_cached(&format!("DELETE FROM {table} WHERE id = ?"))?
+                .execute([id])?;
+            conn.prepare_cached("INSERT OR IGNORE INTO graves (oid, type, usn) VALUES (?, ?, ?)")?
+                .execute(params![id, kind, usn])?;
         }
     }
     Ok(())
@@ -595,7 +594,7 @@ pub async fn chunk(call: &mut Call, account: &Arc<Account>) -> Outcome<Response>
 }
 
 fn load_rows(conn: &Connection, sql: &str, ids: &[i64], columns: usize) -> Outcome<Vec<Value>> {
-    let mut stmt = conn.prepare(sql)?;
+    let mut stmt = conn.prepare_cached(sql)?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         let row = stmt.query_row([id], |r| {
@@ -664,9 +663,9 @@ pub async fn apply_chunk(call: &mut Call, account: &Arc<Account>) -> Outcome<Res
                 .map(str::to_owned)
                 .ok_or_else(|| bad(format!("column {i} is not text")))
         };
+        let mut shapes = std::collections::HashMap::new();
         for r in &chunk.revlog {
-            conn.execute(
-                "INSERT OR IGNORE INTO revlog VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            conn.prepare_cached("INSERT OR IGNORE INTO revlog VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")?.execute(
                 params![num(r, 0)?, num(r, 1)?, usn, num(r, 3)?, num(r, 4)?, num(r, 5)?, num(r, 6)?, num(r, 7)?, num(r, 8)?],
             )?;
         }
@@ -679,9 +678,10 @@ pub async fn apply_chunk(call: &mut Call, account: &Arc<Account>) -> Outcome<Res
                 values.push(if i == 5 { usn as i64 } else { num(r, i)? });
             }
             let data = txt(r, 17)?;
-            conn.execute(
+            conn.prepare_cached(
                 "INSERT OR REPLACE INTO cards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rusqlite::params_from_iter(values.iter().map(|v| v as &dyn rusqlite::ToSql).chain([&data as &dyn rusqlite::ToSql])),
+            )?
+            .execute(rusqlite::params_from_iter(values.iter().map(|v| v as &dyn rusqlite::ToSql).chain([&data as &dyn rusqlite::ToSql])),
             )?;
         }
         for r in &chunk.notes {
@@ -690,7 +690,10 @@ pub async fn apply_chunk(call: &mut Call, account: &Arc<Account>) -> Outcome<Res
                 continue;
             }
             let mid = num(r, 2)?;
-            let (field_count, sort_idx) = notetype_shape(conn, mid)?;
+            let (field_count, sort_idx) = match shapes.get(&mid) {
+                Some(shape) => *shape,
+                None => *shapes.entry(mid).or_insert(notetype_shape(conn, mid)?),
+            };
             let flds: String = txt(r, 6)?
                 .chars()
                 .filter(|c| !c.is_ascii_control() || matches!(c, '\n' | '\t' | '\u{1f}'))
@@ -700,8 +703,7 @@ pub async fn apply_chunk(call: &mut Call, account: &Arc<Account>) -> Outcome<Res
                 return Err(bad(format!("note {id} has {} fields, its notetype {field_count}", fields.len())));
             }
             let (sfld, csum) = text::sort_field_and_checksum(&fields, sort_idx);
-            conn.execute(
-                "INSERT OR REPLACE INTO notes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, '')",
+            conn.prepare_cached("INSERT OR REPLACE INTO notes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, '')")?.execute(
                 params![id, txt(r, 1)?, mid, num(r, 3)?, usn, txt(r, 5)?, flds, sfld, csum],
             )?;
         }

@@ -153,3 +153,34 @@ def test_another_users_sync_finishes_during_a_large_upload(server_factory, tmp_p
     conn.close()
     bob.close()
     other.close()
+
+
+def test_a_schema_change_leads_to_a_full_sync(server, tmp_path):
+    a = Device(tmp_path / "a")
+    make_rich_collection(a.col, notes=10, reviews=0)
+    auth_a = a.login(server)
+    a.full_sync(auth_a, upload=True)
+    b = Device(tmp_path / "b")
+    auth_b = b.login(server)
+    b.full_sync(auth_b, upload=False)
+
+    model = a.col.models.by_name("Basic")
+    a.col.models.add_field(model, a.col.models.new_field("Extra"))
+    a.col.models.update_dict(model)
+    # Both sides have cards: the user chooses; here A's version goes up.
+    assert a.sync(auth_a) == Changes.FULL_SYNC
+    a.full_sync(auth_a, upload=True)
+    # B has cards too, so it is offered the same choice; it takes the server's.
+    assert b.sync(auth_b) == Changes.FULL_SYNC
+    b.full_sync(auth_b, upload=False)
+    b.col.models._clear_cache()
+    assert [f["name"] for f in b.col.models.by_name("Basic")["flds"]] == ["Front", "Back", "Extra"]
+    # And normal syncs carry on from there.
+    note = b.col.new_note(b.col.models.by_name("Basic"))
+    note["Front"], note["Extra"] = "after the schema change", "x"
+    b.col.add_note(note, 1)
+    assert b.sync(auth_b) == Changes.NO_CHANGES
+    assert a.sync(auth_a) == Changes.NO_CHANGES
+    assert a.col.find_notes("after the schema change")
+    a.close()
+    b.close()
