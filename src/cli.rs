@@ -20,6 +20,7 @@ environment:
   SYNC_HOST, SYNC_PORT   address to listen on (default: 0.0.0.0, 8080)
   MAX_SYNC_PAYLOAD_MEGS  request size limit in MiB; collections may be 3x this (default: 100)
   LEITNER_IDLE_EXIT_SECS when socket-activated, exit after this many idle seconds (default: 300; 0: never)
+  LEITNER_SYNC_IDLE_SECS roll back a normal sync idle this long (default: 120)
   LEITNER_LOG            error, warn, info or debug (default: info)
 ";
 

@@ -34,11 +34,15 @@ pub struct Config {
     /// When socket-activated, exit after this long without a request.
     /// `None` keeps running forever.
     pub idle_exit: Option<Duration>,
+    /// A normal sync untouched this long is rolled back.
+    pub sync_idle: Duration,
 }
 
 pub const DEFAULT_PORT: u16 = 8080;
 pub const DEFAULT_MAX_PAYLOAD_MEGS: u64 = 100;
 pub const DEFAULT_IDLE_EXIT_SECS: u64 = 300;
+/// Clients give up on a request after 60 s without traffic at most.
+pub const DEFAULT_SYNC_IDLE_SECS: u64 = 120;
 
 impl Config {
     pub fn from_env() -> Result<Config, String> {
@@ -89,6 +93,11 @@ impl Config {
             get("LEITNER_IDLE_EXIT_SECS"),
             DEFAULT_IDLE_EXIT_SECS,
         )?;
+        let sync_idle = number(
+            "LEITNER_SYNC_IDLE_SECS",
+            get("LEITNER_SYNC_IDLE_SECS"),
+            DEFAULT_SYNC_IDLE_SECS,
+        )?;
         Ok(Config {
             users,
             base,
@@ -96,6 +105,7 @@ impl Config {
             port,
             max_payload: megs << 20,
             idle_exit: (idle > 0).then(|| Duration::from_secs(idle)),
+            sync_idle: Duration::from_secs(sync_idle.max(1)),
         })
     }
 }

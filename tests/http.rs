@@ -369,3 +369,90 @@ fn users_are_kept_apart() {
     let d = call(s.addr, "download", &bob, r#"{"_pad":null}"#);
     assert_ne!(d.payload(), file);
 }
+
+#[test]
+fn a_step_with_bad_rows_rolls_the_whole_sync_back() {
+    let s = start(&[]);
+    let scratch = tempfile::tempdir().unwrap();
+    let file = collection_file(scratch.path(), 3);
+    assert_eq!(upload(s.addr, ALICE, &file).payload(), b"OK");
+
+    let started = call(
+        s.addr,
+        "start",
+        ALICE,
+        r#"{"minUsn":0,"lnewer":false,"graves":null}"#,
+    );
+    assert_eq!(started.status, 200);
+    assert_eq!(
+        started.json(),
+        serde_json::json!({"cards": [], "notes": [], "decks": []})
+    );
+    // A deletion that would apply, then a note whose notetype does not exist.
+    let graves = call(
+        s.addr,
+        "applyGraves",
+        ALICE,
+        r#"{"chunk":{"cards":[1],"notes":[],"decks":[]}}"#,
+    );
+    assert_eq!(graves.status, 200);
+    let bad = r#"{"chunk":{"done":true,"notes":[[5,"g",424242,1,0,"","a\u001fb","","",0,""]]}}"#;
+    assert_eq!(call(s.addr, "applyChunk", ALICE, bad).status, 400);
+    // The sync is gone (409, "another device") and nothing of it stayed.
+    assert_eq!(call(s.addr, "chunk", ALICE, r#"{"_pad":null}"#).status, 409);
+    let d = call(s.addr, "download", ALICE, r#"{"_pad":null}"#);
+    assert_eq!(d.payload(), file);
+}
+
+#[test]
+fn session_keys_decide_who_may_continue() {
+    let s = start(&[]);
+    let with_key = |method: &str, session: &str, json: &str| {
+        let body = zstd::bulk::compress(json.as_bytes(), 3).unwrap();
+        let header = (
+            "anki-sync",
+            format!(r#"{{"v":11,"k":"{ALICE}","c":"t","s":"{session}"}}"#),
+        );
+        request(s.addr, "POST", &format!("/sync/{method}"), &[header], &body)
+    };
+    let start_json = r#"{"minUsn":0,"lnewer":false,"graves":null}"#;
+    assert_eq!(with_key("start", "", start_json).status, 400);
+    assert_eq!(with_key("chunk", "A", "{}").status, 409);
+    assert_eq!(with_key("start", "A", start_json).status, 200);
+    assert_eq!(with_key("chunk", "", "{}").status, 400);
+    assert_eq!(with_key("chunk", "B", "{}").status, 409);
+    // Another device's background check does not end A's sync ...
+    assert_eq!(with_key("meta", "B", r#"{"v":11,"cv":"x"}"#).status, 200);
+    let chunk = with_key("chunk", "A", "{}");
+    assert_eq!(chunk.status, 200);
+    assert_eq!(chunk.json()["done"], true);
+    // ... but a new start from it does.
+    assert_eq!(with_key("start", "B", start_json).status, 200);
+    assert_eq!(
+        with_key("sanityCheck2", "A", r#"{"client":[[0,0,0],0,0,0,0,1,1,1]}"#).status,
+        409
+    );
+    // Any key may abort.
+    assert_eq!(with_key("abort", "C", "{}").status, 200);
+    assert_eq!(with_key("finish", "B", "{}").status, 409);
+}
+
+#[test]
+fn an_abandoned_sync_is_rolled_back() {
+    let s = start(&[("LEITNER_SYNC_IDLE_SECS", "1")]);
+    let scratch = tempfile::tempdir().unwrap();
+    let file = collection_file(scratch.path(), 3);
+    assert_eq!(upload(s.addr, ALICE, &file).payload(), b"OK");
+    assert_eq!(
+        call(s.addr, "start", ALICE, r#"{"minUsn":0,"lnewer":false}"#).status,
+        200
+    );
+    assert_eq!(
+        call(s.addr, "applyGraves", ALICE, r#"{"chunk":{"cards":[1,2]}}"#).status,
+        200
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    // The device vanished; its sync is gone and so are its deletions.
+    assert_eq!(call(s.addr, "chunk", ALICE, "{}").status, 409);
+    assert_eq!(call(s.addr, "download", ALICE, "{}").payload(), file);
+}

@@ -49,8 +49,9 @@ pub async fn meta(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> 
     let dir = account.dir.clone();
     let oversize = call.service.collection_limit();
     let session = call.header.session.clone();
+    let idle = call.service.config.sync_idle;
     let status = blocking(move || -> Outcome<collection::Status> {
-        state.expire_session();
+        state.expire_session(idle);
         // The same client starting over abandons its own sync; another
         // device's check (a phone in the background) leaves it running and
         // is answered from the last committed state.

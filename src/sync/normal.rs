@@ -6,7 +6,8 @@
 //! syncing"), as with the official server. Unlike it, a `meta` from another
 //! device (a phone's background check) does not kill a running sync; it is
 //! answered from the last committed state. A sync left idle for
-//! [`SESSION_IDLE`] is rolled back when the user's next request arrives.
+//! `LEITNER_SYNC_IDLE_SECS` (default 120) is rolled back when the user's next
+//! request arrives.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,9 +24,6 @@ use crate::collection::schema11::{self, blob, int};
 use crate::collection::text;
 use crate::error::{Failure, Outcome};
 use crate::framing;
-
-/// A sync untouched this long is abandoned (clients give up after 60 s).
-pub const SESSION_IDLE: Duration = Duration::from_secs(120);
 
 /// Rows per `chunk` reply, as the official server.
 const CHUNK_BUDGET: i32 = 250;
@@ -50,12 +48,12 @@ struct Pending {
 }
 
 impl AccountState {
-    /// Rolls back a sync nobody has touched for [`SESSION_IDLE`].
-    pub fn expire_session(&mut self) {
+    /// Rolls back a sync nobody has touched for `idle`.
+    pub fn expire_session(&mut self, idle: Duration) {
         if self
             .session
             .as_ref()
-            .is_some_and(|s| s.touched.elapsed() > SESSION_IDLE)
+            .is_some_and(|s| s.touched.elapsed() > idle)
         {
             log::warn!("rolling back an abandoned sync");
             self.abort_session();
@@ -139,10 +137,11 @@ async fn step<T: Serialize>(
 ) -> Outcome<Response> {
     let key = session_key(call)?;
     let zstd = call.zstd();
+    let idle = call.service.config.sync_idle;
     let mut state = account.lock().await;
     let dir = account.dir.clone();
     blocking(move || {
-        state.expire_session();
+        state.expire_session(idle);
         match &state.session {
             Some(s) if s.key == key => {}
             _ => return Err(Failure::conflict("no sync in progress for this device")),
@@ -764,10 +763,11 @@ pub async fn sanity_check(call: &mut Call, account: &Arc<Account>) -> Outcome<Re
     let request: SanityRequest = call.json().await?;
     let key = session_key(call)?;
     let zstd = call.zstd();
+    let idle = call.service.config.sync_idle;
     let mut state = account.lock().await;
     let dir = account.dir.clone();
     blocking(move || {
-        state.expire_session();
+        state.expire_session(idle);
         if !state.session.as_ref().is_some_and(|s| s.key == key) {
             return Err(Failure::conflict("no sync in progress for this device"));
         }
@@ -814,10 +814,11 @@ pub async fn sanity_check(call: &mut Call, account: &Arc<Account>) -> Outcome<Re
 pub async fn finish(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
     let key = session_key(call)?;
     let zstd = call.zstd();
+    let idle = call.service.config.sync_idle;
     let mut state = account.lock().await;
     let dir = account.dir.clone();
     blocking(move || {
-        state.expire_session();
+        state.expire_session(idle);
         if !state.session.as_ref().is_some_and(|s| s.key == key) {
             return Err(Failure::conflict("no sync in progress for this device"));
         }
