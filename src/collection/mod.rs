@@ -37,6 +37,10 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     // A commit that has been acknowledged to a client must survive a power
     // cut, or the client's and the server's usn bookkeeping part ways.
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // Room for a normal sync's dirty pages, so a large transaction does not
+    // spill to the WAL halfway (SQLite's default is 2 MiB). Memory is only
+    // used as pages are touched.
+    conn.pragma_update(None, "cache_size", -8192)?;
     Ok(conn)
 }
 

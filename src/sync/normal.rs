@@ -584,58 +584,74 @@ pub async fn chunk(call: &mut Call, account: &Arc<Account>) -> Outcome<Response>
         }
         Ok(Chunk {
             done: budget > 0,
-            revlog: load_rows(conn, "SELECT * FROM revlog WHERE id = ?", &revlog, 9)?,
-            cards: load_rows(conn, "SELECT * FROM cards WHERE id = ?", &cards, 18)?,
+            revlog: load_rows(conn, "revlog", &revlog)?,
+            cards: load_rows(conn, "cards", &cards)?,
             notes: load_notes(conn, &notes)?,
         })
     })
     .await
 }
 
-fn load_rows(conn: &Connection, sql: &str, ids: &[i64], columns: usize) -> Outcome<Vec<Value>> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        let row = stmt.query_row([id], |r| {
-            (0..columns)
-                .map(|i| {
-                    Ok(match r.get_ref(i)? {
-                        rusqlite::types::ValueRef::Integer(n) => json!(n),
-                        rusqlite::types::ValueRef::Real(f) => json!(f),
-                        rusqlite::types::ValueRef::Text(t) => json!(String::from_utf8_lossy(t)),
-                        _ => Value::Null,
-                    })
-                })
-                .collect::<rusqlite::Result<Vec<Value>>>()
-        })?;
-        out.push(Value::Array(row));
-    }
-    Ok(out)
+/// `?, ?, ...` for `n` ids (a chunk holds at most 252).
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
 }
 
-fn load_notes(conn: &Connection, ids: &[i64]) -> Outcome<Vec<Value>> {
-    let mut stmt =
-        conn.prepare("SELECT id, guid, mid, mod, usn, tags, flds FROM notes WHERE id = ?")?;
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        let note = stmt.query_row([id], |r| {
-            Ok(json!([
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, String>(6)?,
-                "",
-                "",
-                0,
-                ""
-            ]))
-        })?;
-        out.push(note);
+/// Rows of `table` with the given ids, as the wire's tuples: every column
+/// as it is stored.
+fn load_rows(conn: &Connection, table: &str, ids: &[i64]) -> Outcome<Vec<Value>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(out)
+    let sql = format!(
+        "SELECT * FROM {table} WHERE id IN ({})",
+        placeholders(ids.len())
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let columns = stmt.column_count();
+    let rows = stmt.query_map(rusqlite::params_from_iter(ids), |r| {
+        (0..columns)
+            .map(|i| {
+                Ok(match r.get_ref(i)? {
+                    rusqlite::types::ValueRef::Integer(n) => json!(n),
+                    rusqlite::types::ValueRef::Real(f) => json!(f),
+                    rusqlite::types::ValueRef::Text(t) => json!(String::from_utf8_lossy(t)),
+                    _ => Value::Null,
+                })
+            })
+            .collect::<rusqlite::Result<Vec<Value>>>()
+            .map(Value::Array)
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Notes as the wire carries them: sort field and checksum empty strings,
+/// flags 0, data empty; the receiver computes its own.
+fn load_notes(conn: &Connection, ids: &[i64]) -> Outcome<Vec<Value>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT id, guid, mid, mod, usn, tags, flds FROM notes WHERE id IN ({})",
+        placeholders(ids.len())
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(ids), |r| {
+        Ok(json!([
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, i64>(4)?,
+            r.get::<_, String>(5)?,
+            r.get::<_, String>(6)?,
+            "",
+            "",
+            0,
+            ""
+        ]))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 #[derive(Deserialize)]
