@@ -374,18 +374,24 @@ fn make_unique(conn: &Connection, table: &str, id: i64, name: &mut String) -> Ou
     Ok(changed)
 }
 
+/// The stored modification time of a notetype, deck or preset, if it exists.
+/// These are replaced unless the stored one is strictly newer.
+fn stored_mtime(conn: &Connection, table: &str, id: i64) -> Outcome<Option<i64>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT mtime_secs FROM {table} WHERE id = ?"),
+            [id],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
 fn merge_changes(conn: &Connection, s: &Session, changes: Changes) -> Outcome<()> {
     let usn = s.server_usn;
     let now = clock::now_secs();
     for json in &changes.models {
         let mut nt = schema11::notetype_from_json(json).map_err(bad)?;
-        let existing: Option<i64> = conn
-            .query_row(
-                "SELECT mtime_secs FROM notetypes WHERE id = ?",
-                [nt.id],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let existing = stored_mtime(conn, "notetypes", nt.id)?;
         if existing.is_some_and(|mtime| mtime > nt.mtime) {
             continue;
         }
@@ -428,14 +434,7 @@ fn merge_changes(conn: &Connection, s: &Session, changes: Changes) -> Outcome<()
     }
     for json in &changes.decks.0 {
         let deck = schema11::deck_from_json(json).map_err(bad)?;
-        let existing: Option<i64> = conn
-            .query_row(
-                "SELECT mtime_secs FROM decks WHERE id = ?",
-                [deck.id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if existing.is_some_and(|mtime| mtime > deck.mtime) {
+        if stored_mtime(conn, "decks", deck.id)?.is_some_and(|mtime| mtime > deck.mtime) {
             continue;
         }
         let mut name = schema11::native_deck_name(&deck.human_name);
@@ -450,14 +449,7 @@ fn merge_changes(conn: &Connection, s: &Session, changes: Changes) -> Outcome<()
     }
     for json in &changes.decks.1 {
         let dc = schema11::deck_config_from_json(json).map_err(bad)?;
-        let existing: Option<i64> = conn
-            .query_row(
-                "SELECT mtime_secs FROM deck_config WHERE id = ?",
-                [dc.id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if existing.is_some_and(|mtime| mtime > dc.mtime) {
+        if stored_mtime(conn, "deck_config", dc.id)?.is_some_and(|mtime| mtime > dc.mtime) {
             continue;
         }
         conn.execute(

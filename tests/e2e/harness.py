@@ -180,6 +180,22 @@ def dump(path: Path, skip_columns=()) -> dict[str, list[tuple]]:
     return out
 
 
+def synced_content(dev: "Device") -> dict[str, list[tuple]]:
+    """What two synced devices must agree on: every table, less per-device
+    bookkeeping: usn (pending changes are -1 on a client), and col.mod/col.ls,
+    the stamp of the last finish each device took part in (every finish moves
+    the server's mod, as the official server's does)."""
+    tables = dump(dev.path, skip_columns=("usn", "ls"))
+    tables["col"] = [row[:2] + row[3:] for row in tables["col"]]  # drop col.mod
+    return tables
+
+
+def assert_same(a: "Device", b: "Device") -> None:
+    ta, tb = synced_content(a), synced_content(b)
+    for table in ta:
+        assert ta[table] == tb[table], f"{table} differs"
+
+
 def make_rich_collection(col: Collection, notes: int = 1000, reviews: int = 200) -> None:
     """Decks (nested), presets, notetypes, tags, notes and real review history."""
     fast = col.decks.add_config_returning_id("Fast")

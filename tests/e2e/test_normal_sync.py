@@ -4,25 +4,9 @@ import time
 
 from anki.sync_pb2 import SyncCollectionResponse
 
-from harness import Device, dump, make_rich_collection
+from harness import Device, assert_same, make_rich_collection
 
 Changes = SyncCollectionResponse.ChangesRequired
-
-def content(dev: Device) -> dict:
-    # Per-device bookkeeping, not content: usn (pending changes are -1 on a
-    # client), and col.mod/col.ls, the stamp of the last finish each device
-    # took part in (every finish moves the server's mod, as the official
-    # server's does).
-    tables = dump(dev.path, skip_columns=("usn", "ls"))
-    tables["col"] = [row[:2] + row[3:] for row in tables["col"]]  # drop col.mod
-    return tables
-
-
-def assert_same(a: Device, b: Device) -> None:
-    ta, tb = content(a), content(b)
-    for table in ta:
-        assert ta[table] == tb[table], f"{table} differs"
-
 
 def sync_both(a, auth_a, b, auth_b):
     for dev, auth in ((a, auth_a), (b, auth_b), (a, auth_a)):
