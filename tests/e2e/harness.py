@@ -182,11 +182,14 @@ def dump(path: Path, skip_columns=()) -> dict[str, list[tuple]]:
 
 def synced_content(dev: "Device") -> dict[str, list[tuple]]:
     """What two synced devices must agree on: every table, less per-device
-    bookkeeping: usn (pending changes are -1 on a client), and col.mod/col.ls,
+    bookkeeping: usn (pending changes are -1 on a client); col.mod/col.ls,
     the stamp of the last finish each device took part in (every finish moves
-    the server's mod, as the official server's does)."""
+    the server's mod, as the official server's does); and config.mtime_secs,
+    which each device stamps itself when it stores a value (config travels as
+    a bare key/value map)."""
     tables = dump(dev.path, skip_columns=("usn", "ls"))
     tables["col"] = [row[:2] + row[3:] for row in tables["col"]]  # drop col.mod
+    tables["config"] = [(key, val) for key, _mtime, val in tables["config"]]
     return tables
 
 
