@@ -22,6 +22,7 @@ pub mod error;
 pub mod framing;
 pub mod listen;
 pub mod logging;
+pub mod media;
 pub mod route;
 pub mod server;
 pub mod sync;

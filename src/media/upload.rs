@@ -1,0 +1,263 @@
+//! `uploadChanges`: from the request body to a checked batch whose new files
+//! wait, complete and fsynced, in the staging folder.
+//!
+//! The body (a zip) is kept in memory while it is small, which is every batch
+//! of ordinary media: clients stop adding files at 2.5 MiB. A larger one (a
+//! single big file) spills to an unlinked temp file, so memory stays bounded
+//! whatever the size. Every name and every entry is checked before the first
+//! staged file is written; anything wrong refuses the whole batch, as the
+//! official server does, and the client shows the error.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use serde::Deserialize;
+use sha1::{Digest, Sha1};
+
+use super::names;
+use super::store::{staged_name, Upload};
+use super::zip::{Archive, ZipError};
+use crate::durable;
+use crate::error::Failure;
+use crate::framing::{self, Incoming};
+
+/// Entries in one batch, as the official server allows.
+pub const MAX_FILES: usize = 25;
+/// Largest single file, as the official server allows.
+pub const MAX_FILE_BYTES: u64 = 100 << 20;
+/// The `_meta` list is small; more than this is not from a client.
+const MAX_META_BYTES: u64 = 50 << 10;
+/// Bodies up to this size stay in memory.
+const IN_MEMORY: usize = 4 << 20;
+
+/// Receives and checks one batch, staging its files. Blocking.
+pub fn receive(
+    incoming: &mut Incoming,
+    zstd: bool,
+    limit: u64,
+    staging: &Path,
+) -> Result<Vec<(String, Upload)>, Failure> {
+    let mut spool = Spool::new(staging);
+    framing::copy_body(incoming, zstd, limit, &mut spool)?;
+    let body = spool
+        .finish()
+        .map_err(|e| Failure::internal(format!("spooling upload: {e}")))?;
+    let mut archive = Archive::open(body).map_err(refused)?;
+    let list = read_list(&mut archive)?;
+    let mut batch = Vec::with_capacity(list.len());
+    let mut staged_files = Staged(Vec::new(), staging);
+    for (name, entry) in list {
+        let upload = match entry {
+            None => Upload::Delete,
+            Some(entry) => {
+                let staged = staged_name();
+                let path = staging.join(&staged);
+                let mut file = durable::create_private(&path)
+                    .map_err(|e| Failure::internal(format!("staging a media file: {e}")))?;
+                staged_files.0.push(staged.clone());
+                let mut out = Hashing {
+                    file: io::BufWriter::with_capacity(64 << 10, &mut file),
+                    sha1: Sha1::new(),
+                };
+                let size = match archive.entry(&entry, MAX_FILE_BYTES, &mut out) {
+                    Ok(Some(size)) => size,
+                    Ok(None) => {
+                        return Err(Failure::bad_request(format!(
+                            "zip has no entry '{entry}' for a media file"
+                        )))
+                    }
+                    Err(ZipError::Io(e)) => {
+                        return Err(Failure::internal(format!("staging a media file: {e}")))
+                    }
+                    Err(e) => return Err(refused(e)),
+                };
+                if size == 0 {
+                    return Err(Failure::bad_request("a media file in the zip is empty"));
+                }
+                let sha1 = out.sha1.finalize().into();
+                out.file
+                    .into_inner()
+                    .map_err(|e| e.into_error())
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| Failure::internal(format!("staging a media file: {e}")))?;
+                Upload::Put { staged, sha1, size }
+            }
+        };
+        batch.push((name, upload));
+    }
+    // From here on the store owns the staged files.
+    staged_files.0.clear();
+    Ok(batch)
+}
+
+fn refused(e: ZipError) -> Failure {
+    match e {
+        ZipError::Io(e) => Failure::internal(format!("reading an upload: {e}")),
+        e => Failure::bad_request(format!("media upload refused: {e}")),
+    }
+}
+
+/// `_meta`: `[[name, entry or null or ""], ...]`, every name checked.
+fn read_list<R: Read + Seek>(
+    archive: &mut Archive<R>,
+) -> Result<Vec<(String, Option<String>)>, Failure> {
+    #[derive(Deserialize)]
+    struct Item(String, Option<String>);
+
+    let mut meta = Vec::new();
+    match archive.entry("_meta", MAX_META_BYTES, &mut meta) {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return Err(Failure::bad_request(
+                "media upload refused: zip has no _meta",
+            ))
+        }
+        Err(e) => return Err(refused(e)),
+    }
+    let items: Vec<Item> = serde_json::from_slice(&meta)
+        .map_err(|e| Failure::bad_request(format!("media upload refused: bad _meta: {e}")))?;
+    if items.len() > MAX_FILES {
+        return Err(Failure::bad_request(format!(
+            "media upload refused: {} files in one batch (at most {MAX_FILES})",
+            items.len()
+        )));
+    }
+    let mut seen = HashSet::new();
+    let mut list = Vec::with_capacity(items.len());
+    for Item(name, entry) in items {
+        if let Err(why) = names::check(&name) {
+            return Err(Failure::bad_request(format!(
+                "media upload refused: the file name {:?} {why}",
+                truncate(&name)
+            )));
+        }
+        if !seen.insert(name.clone()) {
+            return Err(Failure::bad_request(format!(
+                "media upload refused: {:?} appears twice in one batch",
+                truncate(&name)
+            )));
+        }
+        // Older clients and AnkiDroid mark a deletion with "" instead of null.
+        let entry = entry.filter(|e| !e.is_empty());
+        if let Some(entry) = &entry {
+            if !archive.has(entry) {
+                return Err(Failure::bad_request(format!(
+                    "media upload refused: zip has no entry '{}'",
+                    truncate(entry)
+                )));
+            }
+        }
+        list.push((name, entry));
+    }
+    Ok(list)
+}
+
+/// A name for an error message: whole if short, never a flood.
+fn truncate(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+/// Removes the staged files of a batch that was refused halfway.
+struct Staged<'a>(Vec<String>, &'a Path);
+
+impl Drop for Staged<'_> {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = durable::remove_if_present(&self.1.join(name));
+        }
+    }
+}
+
+struct Hashing<W> {
+    file: W,
+    sha1: Sha1,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.sha1.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// The body, in memory until it passes [`IN_MEMORY`], then in a temp file
+/// that has no name (unlinked at once), so a crash leaves nothing behind.
+struct Spool<'a> {
+    memory: Vec<u8>,
+    file: Option<File>,
+    dir: &'a Path,
+}
+
+pub enum Body {
+    Memory(Cursor<Vec<u8>>),
+    File(io::BufReader<File>),
+}
+
+impl<'a> Spool<'a> {
+    fn new(dir: &'a Path) -> Spool<'a> {
+        Spool {
+            memory: Vec::new(),
+            file: None,
+            dir,
+        }
+    }
+
+    fn finish(self) -> io::Result<Body> {
+        Ok(match self.file {
+            None => Body::Memory(Cursor::new(self.memory)),
+            Some(mut file) => {
+                file.seek(SeekFrom::Start(0))?;
+                Body::File(io::BufReader::with_capacity(64 << 10, file))
+            }
+        })
+    }
+}
+
+impl Write for Spool<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.file.is_none() && self.memory.len() + buf.len() > IN_MEMORY {
+            let path = durable::temp_path(self.dir, "upload");
+            let mut file = durable::create_private(&path)?;
+            std::fs::remove_file(&path)?;
+            file.write_all(&self.memory)?;
+            self.memory = Vec::new();
+            self.file = Some(file);
+        }
+        match &mut self.file {
+            Some(file) => file.write(buf),
+            None => {
+                self.memory.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Read for Body {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Body::Memory(c) => c.read(buf),
+            Body::File(f) => f.read(buf),
+        }
+    }
+}
+
+impl Seek for Body {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        match self {
+            Body::Memory(c) => c.seek(pos),
+            Body::File(f) => f.seek(pos),
+        }
+    }
+}
