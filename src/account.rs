@@ -8,6 +8,7 @@ use rusqlite::Connection;
 use smol::lock::{Mutex, MutexGuardArc};
 
 use crate::collection;
+use crate::media;
 
 pub struct Account {
     pub name: String,
@@ -15,6 +16,9 @@ pub struct Account {
     pub dir: PathBuf,
     pub host_key: String,
     state: Arc<Mutex<AccountState>>,
+    /// The media store, opened on first use. Its own lock: media sync runs
+    /// beside a collection sync of the same user, as clients do it.
+    media: Arc<Mutex<Option<media::Store>>>,
 }
 
 /// What only one request of a user may touch at a time.
@@ -34,6 +38,7 @@ impl Account {
             dir,
             host_key,
             state: Arc::new(Mutex::new(AccountState::default())),
+            media: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -47,6 +52,24 @@ impl Account {
     pub async fn lock(&self) -> MutexGuardArc<AccountState> {
         self.state.lock_arc().await
     }
+
+    /// Waits for this user's other media requests. Holds `None` until the
+    /// store is first opened (see [`open_media`]).
+    pub async fn lock_media(&self) -> MutexGuardArc<Option<media::Store>> {
+        self.media.lock_arc().await
+    }
+}
+
+/// The user's media store behind `slot`, opening it on first use (which
+/// finishes anything a crash left owed). Blocking.
+pub fn open_media<'a>(
+    slot: &'a mut Option<media::Store>,
+    account_dir: &std::path::Path,
+) -> Result<&'a mut media::Store, collection::StoreError> {
+    if slot.is_none() {
+        *slot = Some(media::Store::open(account_dir)?);
+    }
+    Ok(slot.as_mut().expect("just opened"))
 }
 
 impl AccountState {

@@ -2,11 +2,9 @@
 
 use std::sync::Arc;
 
-use http_types::{Body, Response};
-use smol::io::BufReader;
-use smol::Unblock;
+use http_types::Response;
 
-use super::{blocking, Call};
+use super::{blocking, stream_body, Call};
 use crate::account::Account;
 use crate::collection::{download, snapshots, upload};
 use crate::error::{Failure, Outcome};
@@ -116,47 +114,13 @@ pub async fn download(call: &mut Call, account: &Arc<Account>) -> Outcome<Respon
     }
     // The lock travels with the body: this user's next request waits until
     // the last byte is out, so the file cannot change under the stream.
-    let reader = download::Compressed::new(file, state)?;
-    let body = Body::from_reader(
-        // Large hand-offs: each read becomes one HTTP chunk and one thread switch.
-        BufReader::with_capacity(
-            STREAM_CHUNK,
-            SyncReader(std::sync::Mutex::new(Unblock::with_capacity(
-                STREAM_CHUNK,
-                reader,
-            ))),
-        ),
-        None,
-    );
-    Ok(framing::reply_stream(body, len))
+    let reader = framing::Encoded::new(file, true, state)?;
+    Ok(framing::reply_stream(stream_body(reader), len))
 }
 
 /// How long requests must have stopped before a snapshot is compressed.
 const SNAPSHOT_CALM: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Bytes per hand-off between the blocking pool and the socket when streaming
-/// a download.
-const STREAM_CHUNK: usize = 64 * 1024;
-
 async fn reply_text(text: String, zstd: bool) -> Response {
     blocking(move || framing::reply(text.as_bytes(), zstd)).await
-}
-
-/// http-types wants a `Sync` body; a reader that is only `Send` becomes one
-/// behind a mutex that is never contended (only the body's owner reads it).
-struct SyncReader<R>(std::sync::Mutex<R>);
-
-impl<R: smol::io::AsyncRead + Unpin> smol::io::AsyncRead for SyncReader<R> {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut [u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let inner = self
-            .get_mut()
-            .0
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner());
-        std::pin::Pin::new(inner).poll_read(cx, buf)
-    }
 }

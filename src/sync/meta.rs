@@ -33,7 +33,7 @@ struct Meta {
     #[serde(rename = "hostNum")]
     host_num: u32,
     empty: bool,
-    media_usn: i32,
+    media_usn: i64,
 }
 
 pub async fn meta(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
@@ -72,6 +72,7 @@ pub async fn meta(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> 
         Ok(status)
     })
     .await?;
+    let media_usn = super::media::current_usn(account).await?;
 
     let (cont, msg) = if clock::is_unset(now) {
         // Every client would refuse our timestamps anyway; say why instead.
@@ -93,7 +94,7 @@ pub async fn meta(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> 
         cont,
         host_num: 0,
         empty: status.empty,
-        media_usn: 0,
+        media_usn,
     };
     Ok(reply_json(meta, call.zstd()).await)
 }

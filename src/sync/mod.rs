@@ -2,6 +2,7 @@
 
 mod full;
 mod login;
+mod media;
 mod meta;
 pub mod normal;
 
@@ -11,7 +12,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http_types::{Body, Request, Response, StatusCode};
+use http_types::{Body, Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use smol::future::FutureExt;
 
@@ -22,7 +23,7 @@ use crate::config::Config;
 use crate::error::{Failure, Outcome};
 use crate::framing::{self, Incoming, SyncHeader};
 use crate::logging::{self, RequestLine};
-use crate::route::{self, Endpoint, Refusal, SyncMethod};
+use crate::route::{self, Endpoint, MediaMethod, Refusal, SyncMethod};
 use crate::server::Activity;
 
 /// Everything the endpoints share: configuration and users. Built once.
@@ -146,7 +147,23 @@ async fn dispatch(
         return Ok(Response::new(StatusCode::Ok));
     }
 
-    let header = SyncHeader::parse(req.header(framing::SYNC_HEADER).map(|v| v.as_str()))?;
+    // Pre-v11 desktop releases start media sync with `GET ?k=<host key>&v=..`.
+    let mut query_version = None;
+    let header = if endpoint == Endpoint::Media(MediaMethod::Begin) && req.method() == Method::Get {
+        let mut host_key = String::new();
+        let mut version = String::new();
+        for (key, value) in req.url().query_pairs() {
+            match &*key {
+                "k" => host_key = value.into_owned(),
+                "v" => version = value.into_owned(),
+                _ => {}
+            }
+        }
+        query_version = Some(version.clone());
+        SyncHeader::legacy(host_key, version)
+    } else {
+        SyncHeader::parse(req.header(framing::SYNC_HEADER).map(|v| v.as_str()))?
+    };
     let mut call = Call {
         service: service.clone(),
         header,
@@ -180,9 +197,17 @@ async fn dispatch(
         Endpoint::Sync(SyncMethod::SanityCheck2) => normal::sanity_check(&mut call, &account).await,
         Endpoint::Sync(SyncMethod::Finish) => normal::finish(&mut call, &account).await,
         Endpoint::Sync(SyncMethod::HostKey) => unreachable!("answered above"),
-        Endpoint::Media(_) => Err(Failure::unavailable(
-            "media sync is not available on this server yet",
-        )),
+        Endpoint::Media(MediaMethod::Begin) => {
+            media::begin(&mut call, &account, query_version).await
+        }
+        Endpoint::Media(MediaMethod::MediaChanges) => media::changes(&mut call, &account).await,
+        Endpoint::Media(MediaMethod::UploadChanges) => {
+            media::upload_changes(&mut call, &account).await
+        }
+        Endpoint::Media(MediaMethod::DownloadFiles) => {
+            media::download_files(&mut call, &account).await
+        }
+        Endpoint::Media(MediaMethod::MediaSanity) => media::sanity(&mut call, &account).await,
         Endpoint::Health => unreachable!("answered above"),
     }
 }
@@ -195,4 +220,42 @@ pub async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'stat
 /// A reply whose encoding (zstd) happens on the blocking pool.
 pub async fn reply_json<T: serde::Serialize + Send + 'static>(value: T, zstd: bool) -> Response {
     blocking(move || framing::reply_json(&value, zstd)).await
+}
+
+/// Bytes per hand-off between the blocking pool and the socket when streaming
+/// a body.
+const STREAM_CHUNK: usize = 64 * 1024;
+
+/// A response body read from a blocking reader on the blocking pool.
+pub fn stream_body(reader: impl std::io::Read + Send + 'static) -> Body {
+    Body::from_reader(
+        // Large hand-offs: each read becomes one HTTP chunk and one thread switch.
+        smol::io::BufReader::with_capacity(
+            STREAM_CHUNK,
+            SyncReader(std::sync::Mutex::new(smol::Unblock::with_capacity(
+                STREAM_CHUNK,
+                reader,
+            ))),
+        ),
+        None,
+    )
+}
+
+/// http-types wants a `Sync` body; a reader that is only `Send` becomes one
+/// behind a mutex that is never contended (only the body's owner reads it).
+struct SyncReader<R>(std::sync::Mutex<R>);
+
+impl<R: smol::io::AsyncRead + Unpin> smol::io::AsyncRead for SyncReader<R> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let inner = self
+            .get_mut()
+            .0
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner());
+        std::pin::Pin::new(inner).poll_read(cx, buf)
+    }
 }

@@ -146,8 +146,35 @@ class Device:
         finally:
             self.col.reopen(after_full_sync=True)
 
+    def sync_media(self, auth: SyncAuth, timeout=120) -> None:
+        """A media sync to the end; raises what the client raised."""
+        self.col.sync_media(auth)
+        deadline = time.monotonic() + timeout
+        while self.col.media_sync_status().active:
+            if time.monotonic() > deadline:
+                raise AssertionError("media sync did not finish")
+            time.sleep(0.05)
+
+    @property
+    def media_dir(self) -> Path:
+        return Path(self.col.media.dir())
+
+    def media_files(self) -> dict[str, str]:
+        return media_files(self.media_dir)
+
     def close(self) -> None:
         self.col.close()
+
+
+def media_files(folder: Path) -> dict[str, str]:
+    """name -> SHA-1 of every file in a media folder."""
+    import hashlib
+
+    return {
+        p.name: hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in folder.iterdir()
+        if p.is_file()
+    }
 
 
 def unicase_compare(a: str, b: str) -> int:

@@ -1,0 +1,172 @@
+//! Media sync: `/msync/begin`, `mediaChanges`, `uploadChanges`,
+//! `downloadFiles`, `mediaSanity`. Stateless between requests; each takes the
+//! user's media lock (never the collection's) for as long as it runs.
+
+use std::sync::Arc;
+
+use http_types::{Body, Response};
+use serde::{Deserialize, Serialize};
+
+use super::{blocking, reply_json, stream_body, Call};
+use crate::account::{open_media, Account};
+use crate::clock;
+use crate::error::{Failure, Outcome};
+use crate::framing;
+use crate::media::{self, download, upload};
+
+/// Most entries in one `mediaChanges` reply, as the official server sends.
+const CHANGES_PER_REPLY: usize = 1000;
+
+/// Media replies other than `downloadFiles` wrap their result; `err` must be
+/// present (older clients insist) and empty.
+#[derive(Serialize)]
+struct Wrapped<T> {
+    data: T,
+    err: &'static str,
+}
+
+fn wrapped<T>(data: T) -> Wrapped<T> {
+    Wrapped { data, err: "" }
+}
+
+/// The media usn for `/sync/meta`: 0 for a user who never synced media,
+/// without creating anything for them.
+pub async fn current_usn(account: &Arc<Account>) -> Outcome<i64> {
+    let mut slot = account.lock_media().await;
+    let dir = account.dir.clone();
+    blocking(move || {
+        if slot.is_none() && !media::store::Store::exists(&dir) {
+            return Ok(0);
+        }
+        Ok(open_media(&mut slot, &dir)?.last_usn()?)
+    })
+    .await
+}
+
+/// `begin`: the media usn, and the host key as a media "session key" that
+/// legacy clients echo back. Also answers the pre-v11 `GET ?k=..&v=..` form,
+/// whose client version the router passes in `query_version`.
+pub async fn begin(
+    call: &mut Call,
+    account: &Arc<Account>,
+    query_version: Option<String>,
+) -> Outcome<Response> {
+    #[derive(Deserialize)]
+    struct Request {
+        #[serde(default)]
+        v: String,
+    }
+    let version = match query_version {
+        Some(v) => v,
+        None => call.json::<Request>().await?.v,
+    };
+    if version.is_empty() {
+        return Err(Failure::bad_request("media begin without a client version"));
+    }
+    #[derive(Serialize)]
+    struct Begin {
+        usn: i64,
+        sk: String,
+    }
+    let usn = current_usn(account).await?;
+    let sk = account.host_key.clone();
+    Ok(reply_json(wrapped(Begin { usn, sk }), call.zstd()).await)
+}
+
+pub async fn changes(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Request {
+        last_usn: i64,
+    }
+    let after = call.json::<Request>().await?.last_usn;
+    let mut slot = account.lock_media().await;
+    let dir = account.dir.clone();
+    let changes = blocking(move || -> Outcome<_> {
+        let store = open_media(&mut slot, &dir)?;
+        Ok(store.changes_after(after, CHANGES_PER_REPLY)?)
+    })
+    .await?;
+    let list: Vec<(String, i64, String)> = changes
+        .into_iter()
+        .map(|c| (c.name, c.usn, c.sha1.map(hex).unwrap_or_default()))
+        .collect();
+    Ok(reply_json(wrapped(list), call.zstd()).await)
+}
+
+pub async fn sanity(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
+    #[derive(Deserialize)]
+    struct Request {
+        local: i64,
+    }
+    let local = call.json::<Request>().await?.local;
+    let mut slot = account.lock_media().await;
+    let dir = account.dir.clone();
+    let ours =
+        blocking(move || -> Outcome<_> { Ok(open_media(&mut slot, &dir)?.live_count()?) }).await?;
+    let verdict = if ours == local { "OK" } else { "mediaSanity" };
+    if ours != local {
+        log::warn!(
+            "{}: media check: the client has {local} files, the server {ours}",
+            account.name
+        );
+    }
+    Ok(reply_json(wrapped(verdict), call.zstd()).await)
+}
+
+pub async fn upload_changes(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
+    let zstd = call.zstd();
+    let limit = call.service.collection_limit();
+    let mut body = call.take_body();
+    let mut slot = account.lock_media().await;
+    let dir = account.dir.clone();
+    let (processed, usn) = blocking(move || -> Outcome<_> {
+        let store = open_media(&mut slot, &dir)?;
+        let batch = match upload::receive(&mut body, zstd, limit, store.staging()) {
+            Ok(batch) => batch,
+            Err(failure) => {
+                // Let a client still sending read the answer, not a reset.
+                body.drain(limit);
+                return Err(failure);
+            }
+        };
+        let processed = batch.len();
+        match store.apply(batch, clock::now_secs()) {
+            Ok(usn) => Ok((processed, usn)),
+            Err(e) => {
+                // The folder may be behind the database: reopening redoes
+                // what the batch still owes before anything reads it.
+                *slot = None;
+                Err(e.into())
+            }
+        }
+    })
+    .await?;
+    Ok(reply_json(wrapped((processed, usn)), zstd).await)
+}
+
+pub async fn download_files(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
+    #[derive(Deserialize)]
+    struct Request {
+        files: Vec<String>,
+    }
+    let names = call.json::<Request>().await?.files;
+    let zstd = call.zstd();
+    let mut slot = account.lock_media().await;
+    let dir = account.dir.clone();
+    let (zip, slot) = blocking(move || -> Outcome<_> {
+        let zip = download::prepare(open_media(&mut slot, &dir)?, names)?;
+        Ok((zip, slot))
+    })
+    .await?;
+    let len = zip.byte_len();
+    // The lock travels with the body: no upload of this user replaces a file
+    // halfway through sending it.
+    let reader = framing::Encoded::new(zip, zstd, slot)?;
+    let body: Body = stream_body(reader);
+    Ok(framing::reply_stream(body, len))
+}
+
+fn hex(bytes: [u8; 20]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
