@@ -121,7 +121,7 @@ impl Store {
             folder,
             staging,
         };
-        store.redo_pending()?;
+        store.redo_pending(true)?;
         Ok(store)
     }
 
@@ -209,8 +209,10 @@ impl Store {
     /// already there, or deleting what is already gone, changes nothing.
     pub fn apply(&mut self, batch: Vec<(String, Upload)>, now: i64) -> Result<i64, StoreError> {
         // The staged files must be durable, names included, before the
-        // commit makes them owed.
-        durable::sync_dir(&self.staging)?;
+        // commit makes them owed; one flush of the file system covers them
+        // all, and also the previous batch's renames, whose owed rows this
+        // transaction deletes.
+        durable::sync_filesystem(&self.staging)?;
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -278,7 +280,9 @@ impl Store {
         for staged in litter {
             durable::remove_if_present(&self.staging.join(staged))?;
         }
-        self.redo_pending()?;
+        // No flush after the renames: until the next batch's flush they can
+        // be redone from the owed rows, which stay until then.
+        self.redo_pending(false)?;
         Ok(usn)
     }
 
@@ -287,7 +291,7 @@ impl Store {
     /// this is safe whether the batch was half done, done, or not started.
     /// Anything else in the staging folder is from a batch that never
     /// committed, and goes.
-    fn redo_pending(&self) -> Result<(), StoreError> {
+    fn redo_pending(&self, flush: bool) -> Result<(), StoreError> {
         let owed: Vec<(String, Option<String>)> = {
             let mut stmt = self
                 .conn
@@ -305,7 +309,7 @@ impl Store {
                 None => durable::remove_if_present(&target)?,
             }
         }
-        if !owed.is_empty() {
+        if flush && !owed.is_empty() {
             durable::sync_dir(&self.folder)?;
         }
         for entry in fs::read_dir(&self.staging)? {

@@ -54,11 +54,11 @@ pub fn receive(
             Some(entry) => {
                 let staged = staged_name();
                 let path = staging.join(&staged);
-                let mut file = durable::create_private(&path)
+                let file = durable::create_private(&path)
                     .map_err(|e| Failure::internal(format!("staging a media file: {e}")))?;
                 staged_files.0.push(staged.clone());
                 let mut out = Hashing {
-                    file: io::BufWriter::with_capacity(64 << 10, &mut file),
+                    file: io::BufWriter::with_capacity(64 << 10, file),
                     sha1: Sha1::new(),
                 };
                 let size = match archive.entry(&entry, MAX_FILE_BYTES, &mut out) {
@@ -76,12 +76,13 @@ pub fn receive(
                 if size == 0 {
                     return Err(Failure::bad_request("a media file in the zip is empty"));
                 }
-                let sha1 = out.sha1.finalize().into();
-                out.file
-                    .into_inner()
-                    .map_err(|e| e.into_error())
-                    .and_then(|f| f.sync_all())
-                    .map_err(|e| Failure::internal(format!("staging a media file: {e}")))?;
+                // Written, not yet flushed to the card: the store flushes the
+                // whole batch at once before committing it.
+                let Hashing { file, sha1 } = out;
+                file.into_inner().map_err(|e| {
+                    Failure::internal(format!("staging a media file: {}", e.error()))
+                })?;
+                let sha1 = sha1.finalize().into();
                 Upload::Put { staged, sha1, size }
             }
         };
