@@ -175,3 +175,21 @@ def test_downloading_a_file_the_server_lacks_is_a_conflict(server, stored):
     with zipfile.ZipFile(io.BytesIO(data)) as z:
         assert json.loads(z.read("_meta")) == {"0": "keep.jpg"}
         assert z.read("0") == b"precious"
+
+
+def test_legacy_get_begin(server, stored):
+    """Pre-v11 desktop releases start media sync with a GET and read the
+    answer uncompressed."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("GET", f"/msync/begin?k={ALICE_KEY}&v=anki,2.1.50,linux")
+    res = conn.getresponse()
+    assert res.status == 200
+    assert json.loads(res.read()) == {"data": {"usn": 1, "sk": ALICE_KEY}, "err": ""}
+    conn.request("GET", f"/msync/begin?k={ALICE_KEY}")
+    res = conn.getresponse()
+    res.read()
+    assert res.status == 400
+    conn.request("GET", "/msync/begin?k=wrong&v=x")
+    res = conn.getresponse()
+    res.read()
+    assert res.status == 403
