@@ -181,3 +181,75 @@ def test_a_server_killed_mid_upload_loses_nothing(server, tmp_path):
     assert b.media_files() == a.media_files()
     # Nothing is left in the staging folder.
     assert list((server.data / "alice" / "media.incoming").iterdir()) == []
+
+
+def media_history(server, dev: Device, auth) -> tuple[list, int]:
+    """The server's whole change list (name, usn, sha1) and its media usn, as
+    a client would read them."""
+    import json
+    import urllib.request
+
+    import zstandard
+
+    def call(method: str, payload: dict):
+        req = urllib.request.Request(
+            f"{server.endpoint}msync/{method}",
+            data=zstandard.ZstdCompressor().compress(json.dumps(payload).encode()),
+            headers={"anki-sync": json.dumps({"v": 11, "k": auth.hkey, "c": "test", "s": ""})},
+        )
+        with urllib.request.urlopen(req) as res:
+            return json.loads(zstandard.ZstdDecompressor().decompressobj().decompress(res.read()))["data"]
+
+    changes = sorted(call("mediaChanges", {"lastUsn": 0}), key=lambda c: c[1])
+    return changes, call("begin", {"v": "test"})["usn"]
+
+
+def run_media_steps(server, tmp_path) -> tuple[list, int, dict]:
+    a = Device(tmp_path / "a")
+    b = Device(tmp_path / "b")
+    auth_a, auth_b = a.login(server), b.login(server)
+    for i in range(8):
+        a.col.media.write_data(f"f{i}.txt", f"first {i}".encode())
+    a.sync_media(auth_a)
+    b.sync_media(auth_b)
+    # Delete two, replace two, and on the other device re-add a deleted one
+    # with new contents and delete one that the first replaced.
+    a.col.media.trash_files(["f0.txt", "f1.txt"])
+    replace_files(a, ["f2.txt", "f3.txt"])
+    a.sync_media(auth_a)
+    b.sync_media(auth_b)
+    (b.media_dir / "f0.txt").write_bytes(b"back with new contents")
+    b.col.media.trash_files(["f2.txt"])
+    os.utime(b.media_dir, (time.time() + 10, time.time() + 10))
+    b.sync_media(auth_b)
+    a.sync_media(auth_a)
+    # An upload of what the server already has changes nothing.
+    c = Device(tmp_path / "c")
+    auth_c = c.login(server)
+    (c.media_dir / "f4.txt").write_bytes(b"first 4")
+    c.sync_media(auth_c)
+    history = media_history(server, a, auth_a)
+    files = a.media_files()
+    assert b.media_files() == files == c.media_files()
+    for dev in (a, b, c):
+        dev.close()
+    return history[0], history[1], files
+
+
+def test_media_usns_match_the_official_server(server_factory, tmp_path):
+    """Deletions, re-adds and new contents under the same name: the same
+    steps against both servers give the same change list, usn for usn."""
+    from harness import OfficialServer
+
+    ours = run_media_steps(server_factory().start(), tmp_path / "leitner")
+    official = OfficialServer(tmp_path / "official-data", users=("alice:secret",)).start()
+    try:
+        theirs = run_media_steps(official, tmp_path / "official")
+    finally:
+        official.stop()
+    # Contents are random where files were replaced; compare names, usns,
+    # and which entries are deletions.
+    shape = lambda changes: [(name, usn, bool(sha1)) for name, usn, sha1 in changes]
+    assert shape(ours[0]) == shape(theirs[0])
+    assert ours[1] == theirs[1]
+    assert sorted(ours[2]) == sorted(theirs[2])
