@@ -125,8 +125,7 @@ impl Store {
         Ok(store)
     }
 
-    /// The media usn of `account_dir`'s user without creating anything: 0 for
-    /// a user who never synced media.
+    /// Whether `account_dir`'s user ever synced media; asking creates nothing.
     pub fn exists(account_dir: &Path) -> bool {
         account_dir.join(DB_NAME).exists()
     }

@@ -223,7 +223,9 @@ def synced_content(dev: "Device") -> dict[str, list[tuple]]:
 def assert_same(a: "Device", b: "Device") -> None:
     ta, tb = synced_content(a), synced_content(b)
     for table in ta:
-        assert ta[table] == tb[table], f"{table} differs"
+        only_a = [r for r in ta[table] if r not in tb[table]]
+        only_b = [r for r in tb[table] if r not in ta[table]]
+        assert ta[table] == tb[table], f"{table} differs:\n  only in a: {only_a}\n  only in b: {only_b}"
 
 
 def make_rich_collection(col: Collection, notes: int = 1000, reviews: int = 200) -> None:
@@ -280,6 +282,14 @@ def make_rich_collection(col: Collection, notes: int = 1000, reviews: int = 200)
             col.sched.answerCard(card, 1 + done % 4)
             done += 1
     col.set_config("leitnerTest", {"nested": [1, 2, 3]})
+
+
+def next_second() -> None:
+    """Waits for the clock's next whole second. Anki merges decks, notetypes
+    and config by modification time in seconds and keeps its own copy on a
+    tie, with any server: two devices changing one deck within the same
+    second never converge, so tests that change both make them a second apart."""
+    time.sleep(1.02 - time.time() % 1)
 
 
 def free_port() -> int:

@@ -38,6 +38,12 @@ class Breaker:
     def _serve(self, client: socket.socket):
         try:
             server = socket.create_connection(("127.0.0.1", self.target_port))
+            if server.getsockname() == server.getpeername():
+                # While the server is down, a connect to its (ephemeral) port
+                # can pick that same port as its source and connect to
+                # itself, squatting the port the server restarts on.
+                server.close()
+                raise OSError("connected to itself")
         except OSError:
             client.close()
             return

@@ -6,7 +6,7 @@ import signal
 import pytest
 from anki.sync_pb2 import SyncCollectionResponse
 
-from harness import Device, assert_same, make_rich_collection
+from harness import Device, assert_same, make_rich_collection, next_second
 from proxy import Breaker
 
 Changes = SyncCollectionResponse.ChangesRequired
@@ -27,6 +27,7 @@ def test_a_broken_step_is_followed_by_a_clean_sync(server, tmp_path, step, mode)
     # Changes on both sides, so every step carries something.
     basic = a.col.models.by_name("Basic")
     for dev in (a, b):
+        next_second()
         note = dev.col.new_note(basic)
         note["Front"] = f"new on {dev.path.parent.name}"
         dev.col.add_note(note, 1)
