@@ -4,7 +4,7 @@ import time
 
 from anki.sync_pb2 import SyncCollectionResponse
 
-from harness import Device, assert_same, make_rich_collection
+from harness import Device, assert_same, make_rich_collection, next_second
 
 Changes = SyncCollectionResponse.ChangesRequired
 
@@ -76,6 +76,7 @@ def test_two_devices_converge_over_rounds(server, tmp_path):
     # Round 3, both: each reviews and edits different notes.
     time.sleep(1)
     for dev in (a, b):
+        next_second()  # both review in one deck: see next_second
         for _ in range(5):
             card = dev.col.sched.getCard()
             if card:
