@@ -19,6 +19,10 @@ pub struct Account {
     /// The media store, opened on first use. Its own lock: media sync runs
     /// beside a collection sync of the same user, as clients do it.
     media: Arc<Mutex<Option<media::Store>>>,
+    /// The media usn as of the last media request, or -1 before the first:
+    /// `/sync/meta` reads it here instead of waiting for a media upload that
+    /// holds the media lock.
+    pub media_usn: std::sync::atomic::AtomicI64,
 }
 
 /// What only one request of a user may touch at a time.
@@ -39,6 +43,7 @@ impl Account {
             host_key,
             state: Arc::new(Mutex::new(AccountState::default())),
             media: Arc::new(Mutex::new(None)),
+            media_usn: std::sync::atomic::AtomicI64::new(-1),
         }
     }
 

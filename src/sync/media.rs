@@ -2,6 +2,7 @@
 //! `downloadFiles`, `mediaSanity`. Stateless between requests; each takes the
 //! user's media lock (never the collection's) for as long as it runs.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use http_types::{Body, Response};
@@ -29,18 +30,25 @@ fn wrapped<T>(data: T) -> Wrapped<T> {
     Wrapped { data, err: "" }
 }
 
-/// The media usn for `/sync/meta`: 0 for a user who never synced media,
-/// without creating anything for them.
+/// The media usn for `/sync/meta` and `begin`: 0 for a user who never synced
+/// media, without creating anything for them. Does not wait for a media
+/// request in progress once the usn is known.
 pub async fn current_usn(account: &Arc<Account>) -> Outcome<i64> {
+    let known = account.media_usn.load(Ordering::Acquire);
+    if known >= 0 {
+        return Ok(known);
+    }
     let mut slot = account.lock_media().await;
     let dir = account.dir.clone();
-    blocking(move || {
+    let usn = blocking(move || -> Outcome<i64> {
         if slot.is_none() && !media::store::Store::exists(&dir) {
             return Ok(0);
         }
         Ok(open_media(&mut slot, &dir)?.last_usn()?)
     })
-    .await
+    .await?;
+    account.media_usn.store(usn, Ordering::Release);
+    Ok(usn)
 }
 
 /// `begin`: the media usn, and the host key as a media "session key" that
@@ -120,7 +128,7 @@ pub async fn upload_changes(call: &mut Call, account: &Arc<Account>) -> Outcome<
     let mut body = call.take_body();
     let mut slot = account.lock_media().await;
     let dir = account.dir.clone();
-    let (processed, usn) = blocking(move || -> Outcome<_> {
+    let outcome = blocking(move || -> Outcome<_> {
         let store = open_media(&mut slot, &dir)?;
         let batch = match upload::receive(&mut body, zstd, limit, store.staging()) {
             Ok(batch) => batch,
@@ -141,7 +149,11 @@ pub async fn upload_changes(call: &mut Call, account: &Arc<Account>) -> Outcome<
             }
         }
     })
-    .await?;
+    .await;
+    // A batch that failed after its commit moved the usn: ask again.
+    let (processed, usn) =
+        outcome.inspect_err(|_| account.media_usn.store(-1, Ordering::Release))?;
+    account.media_usn.store(usn, Ordering::Release);
     Ok(reply_json(wrapped((processed, usn)), zstd).await)
 }
 

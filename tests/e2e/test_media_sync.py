@@ -253,3 +253,45 @@ def test_media_usns_match_the_official_server(server_factory, tmp_path):
     assert shape(ours[0]) == shape(theirs[0])
     assert ours[1] == theirs[1]
     assert sorted(ours[2]) == sorted(theirs[2])
+
+
+def test_a_collection_sync_does_not_wait_for_a_media_upload(server, tmp_path):
+    """A media upload holds the user's media lock while its body arrives; the
+    user's collection sync (whose meta reports the media usn) goes on."""
+    import io
+    import json
+    import socket
+    import zipfile
+
+    import zstandard
+
+    a = Device(tmp_path / "a")
+    auth = a.login(server)
+    a.sync(auth)
+    a.col.media.write_data("first.txt", b"first")
+    a.sync_media(auth)
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("0", os.urandom(3 << 20))
+        z.writestr("_meta", json.dumps([["slow.bin", "0"]]))
+    body = zstandard.ZstdCompressor().compress(buf.getvalue())
+    conn = socket.create_connection(("127.0.0.1", server.port))
+    conn.sendall((
+        "POST /msync/uploadChanges HTTP/1.1\r\nhost: x\r\n"
+        f'anki-sync: {{"v":11,"k":"{auth.hkey}","c":"t","s":""}}\r\n'
+        f"content-length: {len(body)}\r\n\r\n"
+    ).encode() + body[: len(body) // 2])
+    time.sleep(0.3)  # the upload now holds the media lock, waiting for bytes
+
+    note = a.col.new_note(a.col.models.by_name("Basic"))
+    note["Front"] = "while media uploads"
+    a.col.add_note(note, 1)
+    start = time.monotonic()
+    a.sync(auth)
+    assert time.monotonic() - start < 10
+    conn.sendall(body[len(body) // 2:])
+    assert b"200 OK" in conn.recv(4096)
+    conn.close()
+    a.sync_media(auth)
+    assert "slow.bin" in a.media_files()
