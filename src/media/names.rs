@@ -2,10 +2,13 @@
 //! the disk: a name is the last path component of a file in the user's flat
 //! media folder, so it must not be able to mean anything else.
 //!
-//! Clients normalise names much further before uploading (reserved Windows
-//! names, forbidden punctuation, 120 bytes); the server accepts what older
-//! clients could produce, as long as it is safe on disk and exactly one
-//! spelling of itself.
+//! The rule: a name a current client could send. Clients never upload a
+//! name their own normalisation would change (they strip `[]<>:"/?*^\|` and
+//! control characters, append `_` to Windows device names and to names
+//! ending in a space or dot), so refusing those costs no real client
+//! anything, and keeps the folder copyable to any file system. One
+//! exception: clients cut names to 120 bytes, but older ones did not, so the
+//! server allows what one path component may hold, 255 bytes.
 
 use unicode_normalization::is_nfc;
 
@@ -21,6 +24,9 @@ pub enum BadName {
     Separator,
     Dots,
     Control,
+    Reserved,
+    Punctuation(char),
+    Trailing,
 }
 
 impl std::fmt::Display for BadName {
@@ -32,6 +38,9 @@ impl std::fmt::Display for BadName {
             BadName::Separator => write!(f, "contains a path separator"),
             BadName::Dots => write!(f, "names a folder ('.' or '..')"),
             BadName::Control => write!(f, "contains a control character"),
+            BadName::Reserved => write!(f, "is a reserved device name on Windows"),
+            BadName::Punctuation(c) => write!(f, "contains {c:?}, which clients never send"),
+            BadName::Trailing => write!(f, "ends in a space or a dot"),
         }
     }
 }
@@ -61,7 +70,31 @@ pub fn check(name: &str) -> Result<(), BadName> {
     if !is_nfc(name) {
         return Err(BadName::NotNormalized);
     }
+    if let Some(c) = name.chars().find(|c| "[]<>:\"?*^|".contains(*c)) {
+        return Err(BadName::Punctuation(c));
+    }
+    if name.ends_with([' ', '.']) {
+        return Err(BadName::Trailing);
+    }
+    if is_device_name(name) {
+        return Err(BadName::Reserved);
+    }
     Ok(())
+}
+
+/// `CON`, `PRN`, `AUX`, `NUL`, `COM1`-`COM9`, `LPT1`-`LPT9`, in any case,
+/// alone or before a dot: names Windows keeps for devices.
+fn is_device_name(name: &str) -> bool {
+    let stem = name.split('.').next().unwrap_or("").to_ascii_uppercase();
+    match stem.as_str() {
+        "CON" | "PRN" | "AUX" | "NUL" => true,
+        _ => {
+            let b = stem.as_bytes();
+            b.len() == 4
+                && (stem.starts_with("COM") || stem.starts_with("LPT"))
+                && (b'1'..=b'9').contains(&b[3])
+        }
+    }
 }
 
 #[cfg(test)]
@@ -75,9 +108,11 @@ mod tests {
             "café.png",
             "with space.mp3",
             "日本語の音声.ogg",
-            "CON.jpg",
+            "CONSOLE.jpg",
+            "com10.txt",
+            "a.con",
             ".hidden",
-            "..double.dots..",
+            "..double.dots..txt",
             "paste-6ef6f8afebed91316e20a3dd00bbb6fb32e44edb.png",
             &"x".repeat(255),
         ] {
@@ -96,6 +131,19 @@ mod tests {
         assert_eq!(check("..\\win.jpg"), Err(BadName::Separator));
         assert_eq!(check("nul\0.jpg"), Err(BadName::Control));
         assert_eq!(check("line\nbreak.jpg"), Err(BadName::Control));
+    }
+
+    #[test]
+    fn names_clients_would_never_send_are_refused() {
+        assert_eq!(check("CON"), Err(BadName::Reserved));
+        assert_eq!(check("con.jpg"), Err(BadName::Reserved));
+        assert_eq!(check("Lpt9.tar.gz"), Err(BadName::Reserved));
+        assert_eq!(check("com1"), Err(BadName::Reserved));
+        assert_eq!(check("what?.jpg"), Err(BadName::Punctuation('?')));
+        assert_eq!(check("a:b.jpg"), Err(BadName::Punctuation(':')));
+        assert_eq!(check("[sound].mp3"), Err(BadName::Punctuation('[')));
+        assert_eq!(check("trailing."), Err(BadName::Trailing));
+        assert_eq!(check("trailing "), Err(BadName::Trailing));
     }
 
     #[test]

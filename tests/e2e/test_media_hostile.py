@@ -78,9 +78,9 @@ def assert_untouched(server, before):
     "name",
     ["../escaped.txt", "../../escaped.txt", "/tmp/escaped.txt", "sub/escaped.txt",
      "..\\escaped.txt", "..", ".", "", "nul\x00.txt", "x" * 256,
-     "cafe\u0301.txt"],
+     "cafe\u0301.txt", "CON.jpg", "what?.jpg", "trailing."],
 )
-def test_names_that_could_escape_are_refused(server, stored, name):
+def test_names_that_could_escape_or_no_client_sends_are_refused(server, stored, name):
     status, body = post(server, "uploadChanges", make_zip({"0": b"evil"}, [[name, "0"]]))
     assert status == 400, body
     assert b"refused" in body
