@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LEITNER = ROOT / "target" / "release" / "leitner"
 CACHE = ROOT / "target" / "bench"
 NOTES = int(os.environ.get("BENCH_NOTES", "30000"))
+# The two contenders: (name, command line).
+SERVERS = [("leitner", [str(LEITNER)]), ("official", [sys.executable, "-m", "anki.syncserver"])]
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
 
 
@@ -140,10 +142,7 @@ def main() -> None:
     size = source.stat().st_size
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        contenders = [
-            Contender("leitner", [str(LEITNER)], work),
-            Contender("official", [sys.executable, "-m", "anki.syncserver"], work),
-        ]
+        contenders = [Contender(name, argv, work) for name, argv in SERVERS]
         try:
             # Both servers run side by side and take turns, so a slow moment
             # of the machine does not fall on one of them only.

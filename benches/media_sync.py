@@ -63,7 +63,7 @@ def one_round(name: str, argv: list[str], work: Path, n: int) -> dict:
 def main() -> None:
     if not common.LEITNER.exists():
         sys.exit(f"{common.LEITNER} is missing: run benches/run")
-    servers = [("leitner", [str(common.LEITNER)]), ("official", [sys.executable, "-m", "anki.syncserver"])]
+    servers = common.SERVERS
     samples = {name: [] for name, _ in servers}
     with tempfile.TemporaryDirectory() as tmp:
         for n in range(ROUNDS):

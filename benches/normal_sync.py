@@ -124,7 +124,7 @@ def main() -> None:
     if not common.LEITNER.exists():
         sys.exit(f"{common.LEITNER} is missing: run benches/run")
     source = common.template()
-    servers = [("leitner", [str(common.LEITNER)]), ("official", [sys.executable, "-m", "anki.syncserver"])]
+    servers = common.SERVERS
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         results = {}

@@ -104,12 +104,10 @@ def upload(port: int, user: str, compressed: bytes) -> None:
     assert status == 200, status
 
 
-def replay(port: int, user: str, recorded) -> float:
-    start = time.perf_counter()
+def replay(port: int, user: str, recorded) -> None:
     for path, header, body in recorded:
         status = post(port, path, with_key(header, host_key(user)), body)
         assert status == 200, (path, status)
-    return time.perf_counter() - start
 
 
 def measure(name: str, argv: list[str], source: Path, work: Path) -> dict:
@@ -150,12 +148,7 @@ def measure(name: str, argv: list[str], source: Path, work: Path) -> dict:
                 for u in parties:
                     upload(server.port, u, start_state)
                 time.sleep(1)  # let the uploads' background work settle
-                times = [0.0] * len(parties)
-
-                def run(i, u):
-                    times[i] = replay(server.port, u, recorded)
-
-                threads = [threading.Thread(target=run, args=(i, u)) for i, u in enumerate(parties)]
+                threads = [threading.Thread(target=replay, args=(server.port, u, recorded)) for u in parties]
                 start = time.perf_counter()
                 for t in threads:
                     t.start()
@@ -174,7 +167,7 @@ def main() -> None:
     source = common.template()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, argv in (("leitner", [str(common.LEITNER)]), ("official", [sys.executable, "-m", "anki.syncserver"])):
+        for name, argv in common.SERVERS:
             results[name] = measure(name, argv, source, Path(tmp))
     steps = ", ".join(p.rsplit("/", 1)[-1] for p in results["leitner"]["requests"])
     print(f"\nreplayed normal sync ({steps}), 200 reviews + 100 edits on a {common.NOTES}-note "

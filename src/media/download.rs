@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io;
 
 use super::store::Store;
-use super::zip::Download;
+use super::zip::{Download, Outgoing};
 use crate::error::Failure;
 
 /// Names one request may ask for, as the official server allows.
@@ -18,14 +18,14 @@ pub const REPLY_BYTES: u64 = 2_621_440;
 /// Opens the files the client asks for, in its order, up to the reply size.
 /// A name the server does not have fails the request (409), as with the
 /// official server. Blocking.
-pub fn prepare(store: &mut Store, names: Vec<String>) -> Result<Download<File>, Failure> {
+pub fn prepare(store: &mut Store, names: Vec<String>) -> Result<Download, Failure> {
     if names.len() > MAX_NAMES {
         return Err(Failure::bad_request(format!(
             "asked for {} files at once (at most {MAX_NAMES})",
             names.len()
         )));
     }
-    let mut files = Vec::new();
+    let mut entries = Vec::new();
     let mut listing = BTreeMap::new();
     let mut total = 0u64;
     for name in names {
@@ -44,14 +44,20 @@ pub fn prepare(store: &mut Store, names: Vec<String>) -> Result<Download<File>, 
             Err(e) => return Err(e.into()),
         };
         let len = file.metadata()?.len();
-        let entry = files.len().to_string();
+        let entry = entries.len().to_string();
         listing.insert(entry.clone(), name);
-        files.push((entry, file, len));
+        entries.push(Outgoing::new(entry, Box::new(file), len));
         total += len;
         if total > REPLY_BYTES {
             break;
         }
     }
     let meta = serde_json::to_vec(&listing).expect("a map of strings serialises");
-    Ok(Download::new(files, ("_meta".into(), meta)))
+    let meta_len = meta.len() as u64;
+    entries.push(Outgoing::new(
+        "_meta".into(),
+        Box::new(io::Cursor::new(meta)),
+        meta_len,
+    ));
+    Ok(Download::new(entries))
 }

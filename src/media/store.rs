@@ -121,7 +121,7 @@ impl Store {
             folder,
             staging,
         };
-        store.redo_pending(true)?;
+        store.redo_owed()?;
         Ok(store)
     }
 
@@ -223,6 +223,7 @@ impl Store {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
         let mut litter = Vec::new();
+        let mut owed = Vec::new();
         for (name, upload) in batch {
             let live: Option<(Vec<u8>, i64)> = tx
                 .query_row(
@@ -244,6 +245,7 @@ impl Store {
                         "INSERT INTO leitner_pending (fname, staged) VALUES (?, NULL)",
                         [&name],
                     )?;
+                    owed.push((name, None));
                     bytes -= old_size;
                     files -= 1;
                 }
@@ -261,6 +263,7 @@ impl Store {
                         "INSERT INTO leitner_pending (fname, staged) VALUES (?, ?)",
                         params![name, staged],
                     )?;
+                    owed.push((name, Some(staged)));
                     match live {
                         Some((_, old_size)) => bytes += size as i64 - old_size,
                         None => {
@@ -281,16 +284,16 @@ impl Store {
         }
         // No flush after the renames: until the next batch's flush they can
         // be redone from the owed rows, which stay until then.
-        self.redo_pending(false)?;
+        self.perform(&owed)?;
         Ok(usn)
     }
 
-    /// Makes the folder match the last committed batch: moves its staged
-    /// files in and removes its deletions. Every step can be repeated, so
-    /// this is safe whether the batch was half done, done, or not started.
-    /// Anything else in the staging folder is from a batch that never
-    /// committed, and goes.
-    fn redo_pending(&self, flush: bool) -> Result<(), StoreError> {
+    /// Makes the folder match the last committed batch, at open: whatever a
+    /// crash interrupted is finished (every step can be repeated, so this is
+    /// safe whether the batch was half done, done, or not started) and made
+    /// durable. Anything else in the staging folder is from a batch that
+    /// never committed, and goes.
+    fn redo_owed(&self) -> Result<(), StoreError> {
         let owed: Vec<(String, Option<String>)> = {
             let mut stmt = self
                 .conn
@@ -298,22 +301,28 @@ impl Store {
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect::<rusqlite::Result<_>>()?
         };
-        for (name, staged) in &owed {
+        self.perform(&owed)?;
+        if !owed.is_empty() {
+            durable::sync_dir(&self.folder)?;
+        }
+        for entry in fs::read_dir(&self.staging)? {
+            durable::remove_if_present(&entry?.path())?;
+        }
+        Ok(())
+    }
+
+    /// Moves staged files into the folder (`Some(staged)`) or removes files
+    /// from it (`None`); a staged file already gone was moved before.
+    fn perform(&self, owed: &[(String, Option<String>)]) -> Result<(), StoreError> {
+        for (name, staged) in owed {
             let target = self.folder.join(name);
             match staged {
                 Some(staged) => match fs::rename(self.staging.join(staged), &target) {
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {} // moved before
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     other => other?,
                 },
                 None => durable::remove_if_present(&target)?,
             }
-        }
-        if flush && !owed.is_empty() {
-            durable::sync_dir(&self.folder)?;
-        }
-        for entry in fs::read_dir(&self.staging)? {
-            let entry = entry?;
-            durable::remove_if_present(&entry.path())?;
         }
         Ok(())
     }

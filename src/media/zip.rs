@@ -12,8 +12,8 @@
 //! [`MAX_ENTRIES`] directory entries; [`Archive::entry`] streams one entry's
 //! bytes, capped, and fails if its size or CRC differ from the directory.
 //!
-//! Writing: [`Download`] is a `Read` that produces a stored archive from open
-//! files, one file at a time; its length is known before the first byte
+//! Writing: [`Download`] is a `Read` that produces a stored archive from
+//! readers (open files, and `_meta` from memory), one at a time; its length is known before the first byte
 //! (sizes in the directory, CRCs after each file in a data descriptor).
 
 use std::io::{self, Read, Seek, SeekFrom};
@@ -263,18 +263,37 @@ fn le32(b: &[u8]) -> u32 {
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
-/// A stored zip archive produced as it is read: entries from readers of known
-/// length, then an in-memory last entry (`_meta`), then the directory.
-pub struct Download<F> {
-    files: Vec<(String, F, u64)>,
-    last: (String, Vec<u8>),
+/// A stored zip archive produced as it is read: each entry from a reader of
+/// known length, then the directory.
+pub struct Download {
+    entries: Vec<Outgoing>,
     /// Bytes ready to go out before the next step.
     out: Vec<u8>,
     out_pos: usize,
     step: Step,
-    crcs: Vec<u32>,
-    offsets: Vec<u64>,
     written: u64,
+}
+
+/// One entry of a [`Download`]; `crc` and `offset` are learnt while writing.
+pub struct Outgoing {
+    name: String,
+    reader: Box<dyn Read + Send>,
+    len: u64,
+    crc: u32,
+    offset: u64,
+}
+
+impl Outgoing {
+    /// An entry whose `reader` yields exactly `len` bytes.
+    pub fn new(name: String, reader: Box<dyn Read + Send>, len: u64) -> Outgoing {
+        Outgoing {
+            name,
+            reader,
+            len,
+            crc: 0,
+            offset: 0,
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -293,134 +312,100 @@ const CENTRAL_LEN: u64 = 46;
 /// UTF-8 (bit 11).
 const WRITE_FLAGS: u16 = 1 << 3 | 1 << 11;
 
-impl<F: Read> Download<F> {
-    /// `files` are (entry name, reader, exact length); `last` is written after
-    /// them from memory.
-    pub fn new(files: Vec<(String, F, u64)>, last: (String, Vec<u8>)) -> Download<F> {
+impl Download {
+    pub fn new(entries: Vec<Outgoing>) -> Download {
         Download {
-            files,
-            last,
+            entries,
             out: Vec::new(),
             out_pos: 0,
             step: Step::Header(0),
-            crcs: Vec::new(),
-            offsets: Vec::new(),
             written: 0,
         }
     }
 
     /// The archive's exact length, known before it is produced.
     pub fn byte_len(&self) -> u64 {
-        let entries = self
-            .files
+        self.entries
             .iter()
-            .map(|(name, _, len)| (name.len() as u64, *len))
-            .chain([(self.last.0.len() as u64, self.last.1.len() as u64)]);
-        entries
-            .map(|(name, len)| LOCAL_LEN + name + len + DESCRIPTOR_LEN + CENTRAL_LEN + name)
+            .map(|e| {
+                let name = e.name.len() as u64;
+                LOCAL_LEN + name + e.len + DESCRIPTOR_LEN + CENTRAL_LEN + name
+            })
             .sum::<u64>()
             + EOCD_LEN
     }
 
-    fn count(&self) -> usize {
-        self.files.len() + 1
-    }
-
-    fn name(&self, i: usize) -> &str {
-        match self.files.get(i) {
-            Some((name, _, _)) => name,
-            None => &self.last.0,
-        }
-    }
-
-    fn size(&self, i: usize) -> u64 {
-        match self.files.get(i) {
-            Some((_, _, len)) => *len,
-            None => self.last.1.len() as u64,
-        }
-    }
-
     /// Moves to the next step, filling `out` with its bytes if it has any.
-    fn advance(&mut self) -> io::Result<()> {
+    fn advance(&mut self) {
         self.out.clear();
         self.out_pos = 0;
+        let out = &mut self.out;
         self.step = match self.step {
+            Step::Header(i) if i == self.entries.len() => Step::Directory,
             Step::Header(i) => {
-                self.offsets.push(self.written);
-                let name = self.name(i).as_bytes().to_vec();
-                put32(&mut self.out, LOCAL_SIG);
-                put16(&mut self.out, 20);
-                put16(&mut self.out, WRITE_FLAGS);
-                put16(&mut self.out, STORED);
-                put16(&mut self.out, 0);
-                put16(&mut self.out, 0x21); // 1980-01-01
-                put32(&mut self.out, 0); // CRC: in the descriptor
-                put32(&mut self.out, 0);
-                put32(&mut self.out, 0);
-                put16(&mut self.out, name.len() as u16);
-                put16(&mut self.out, 0);
-                self.out.extend_from_slice(&name);
-                self.crcs.push(0);
+                let entry = &mut self.entries[i];
+                entry.offset = self.written;
+                put32(out, LOCAL_SIG);
+                put16(out, 20);
+                put16(out, WRITE_FLAGS);
+                put16(out, STORED);
+                put16(out, 0);
+                put16(out, 0x21); // 1980-01-01
+                put32(out, 0); // CRC and sizes: in the descriptor
+                put32(out, 0);
+                put32(out, 0);
+                put16(out, entry.name.len() as u16);
+                put16(out, 0);
+                out.extend_from_slice(entry.name.as_bytes());
                 Step::Data(i, 0)
             }
-            Step::Data(i, _) => {
-                // The file's bytes were read straight into the caller's buffer.
-                Step::Descriptor(i)
-            }
+            // The entry's bytes were read straight into the caller's buffer.
+            Step::Data(i, _) => Step::Descriptor(i),
             Step::Descriptor(i) => {
-                let size = self.size(i) as u32;
-                put32(&mut self.out, DESCRIPTOR_SIG);
-                put32(&mut self.out, self.crcs[i]);
-                put32(&mut self.out, size);
-                put32(&mut self.out, size);
-                if i + 1 < self.count() {
-                    Step::Header(i + 1)
-                } else {
-                    Step::Directory
-                }
+                let entry = &self.entries[i];
+                put32(out, DESCRIPTOR_SIG);
+                put32(out, entry.crc);
+                put32(out, entry.len as u32);
+                put32(out, entry.len as u32);
+                Step::Header(i + 1)
             }
             Step::Directory => {
-                let start = self.written;
-                for i in 0..self.count() {
-                    let name = self.name(i).as_bytes().to_vec();
-                    let size = self.size(i) as u32;
-                    put32(&mut self.out, CENTRAL_SIG);
-                    put16(&mut self.out, 20);
-                    put16(&mut self.out, 20);
-                    put16(&mut self.out, WRITE_FLAGS);
-                    put16(&mut self.out, STORED);
-                    put16(&mut self.out, 0);
-                    put16(&mut self.out, 0x21);
-                    put32(&mut self.out, self.crcs[i]);
-                    put32(&mut self.out, size);
-                    put32(&mut self.out, size);
-                    put16(&mut self.out, name.len() as u16);
-                    put16(&mut self.out, 0);
-                    put16(&mut self.out, 0);
-                    put16(&mut self.out, 0);
-                    put16(&mut self.out, 0);
-                    put32(&mut self.out, 0);
-                    put32(&mut self.out, self.offsets[i] as u32);
-                    self.out.extend_from_slice(&name);
+                for entry in &self.entries {
+                    put32(out, CENTRAL_SIG);
+                    put16(out, 20);
+                    put16(out, 20);
+                    put16(out, WRITE_FLAGS);
+                    put16(out, STORED);
+                    put16(out, 0);
+                    put16(out, 0x21);
+                    put32(out, entry.crc);
+                    put32(out, entry.len as u32);
+                    put32(out, entry.len as u32);
+                    put16(out, entry.name.len() as u16);
+                    for _ in 0..4 {
+                        put16(out, 0); // extra, comment, disk, internal attributes
+                    }
+                    put32(out, 0);
+                    put32(out, entry.offset as u32);
+                    out.extend_from_slice(entry.name.as_bytes());
                 }
-                let cd_size = self.out.len() as u32;
-                let count = self.count() as u16;
-                put32(&mut self.out, EOCD_SIG);
-                put32(&mut self.out, 0);
-                put16(&mut self.out, count);
-                put16(&mut self.out, count);
-                put32(&mut self.out, cd_size);
-                put32(&mut self.out, start as u32);
-                put16(&mut self.out, 0);
+                let cd_size = out.len() as u32;
+                let count = self.entries.len() as u16;
+                put32(out, EOCD_SIG);
+                put32(out, 0);
+                put16(out, count);
+                put16(out, count);
+                put32(out, cd_size);
+                put32(out, self.written as u32);
+                put16(out, 0);
                 Step::Done
             }
             Step::Done => Step::Done,
         };
-        Ok(())
     }
 }
 
-impl<F: Read> Read for Download<F> {
+impl Read for Download {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
@@ -433,18 +418,13 @@ impl<F: Read> Read for Download<F> {
                 self.written += n as u64;
                 return Ok(n);
             }
-            if let Step::Data(i, done) = self.step {
-                let size = self.size(i);
-                if done < size {
-                    let want = buf.len().min((size - done).min(usize::MAX as u64) as usize);
-                    let n = match self.files.get_mut(i) {
-                        Some((_, file, _)) => file.read(&mut buf[..want])?,
-                        None => {
-                            let d = done as usize;
-                            buf[..want].copy_from_slice(&self.last.1[d..d + want]);
-                            want
-                        }
-                    };
+            match self.step {
+                Step::Data(i, done) if done < self.entries[i].len => {
+                    let entry = &mut self.entries[i];
+                    let want = buf
+                        .len()
+                        .min((entry.len - done).min(usize::MAX as u64) as usize);
+                    let n = entry.reader.read(&mut buf[..want])?;
                     if n == 0 {
                         // The length went out in the directory already.
                         return Err(io::Error::new(
@@ -452,18 +432,16 @@ impl<F: Read> Read for Download<F> {
                             "a media file shrank while being sent",
                         ));
                     }
-                    let mut crc = crc32fast::Hasher::new_with_initial(self.crcs[i]);
+                    let mut crc = crc32fast::Hasher::new_with_initial(entry.crc);
                     crc.update(&buf[..n]);
-                    self.crcs[i] = crc.finalize();
+                    entry.crc = crc.finalize();
                     self.step = Step::Data(i, done + n as u64);
                     self.written += n as u64;
                     return Ok(n);
                 }
+                Step::Done => return Ok(0),
+                _ => self.advance(),
             }
-            if let Step::Done = self.step {
-                return Ok(0);
-            }
-            self.advance()?;
         }
     }
 }
@@ -482,11 +460,15 @@ mod tests {
     use std::io::Cursor;
 
     fn download(files: &[(&str, &[u8])], meta: &[u8]) -> Vec<u8> {
-        let files = files
+        let entries = files
             .iter()
-            .map(|(n, d)| (n.to_string(), Cursor::new(d.to_vec()), d.len() as u64))
+            .chain([&("_meta", meta)])
+            .map(|(n, d)| {
+                let reader: Box<dyn Read + Send> = Box::new(Cursor::new(d.to_vec()));
+                Outgoing::new(n.to_string(), reader, d.len() as u64)
+            })
             .collect();
-        let mut zip = Download::new(files, ("_meta".into(), meta.to_vec()));
+        let mut zip = Download::new(entries);
         let expected = zip.byte_len();
         let mut out = Vec::new();
         // Small reads, to cross every boundary.

@@ -112,13 +112,15 @@ pub async fn sanity(call: &mut Call, account: &Arc<Account>) -> Outcome<Response
     let dir = account.dir.clone();
     let ours =
         blocking(move || -> Outcome<_> { Ok(open_media(&mut slot, &dir)?.live_count()?) }).await?;
-    let verdict = if ours == local { "OK" } else { "mediaSanity" };
-    if ours != local {
+    let verdict = if ours == local {
+        "OK"
+    } else {
         log::warn!(
             "{}: media check: the client has {local} files, the server {ours}",
             account.name
         );
-    }
+        "mediaSanity"
+    };
     Ok(reply_json(wrapped(verdict), call.zstd()).await)
 }
 

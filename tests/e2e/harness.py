@@ -292,6 +292,26 @@ def next_second() -> None:
     time.sleep(1.02 - time.time() % 1)
 
 
+def sync_post(server: Server, path: str, payload: bytes, host_key: str) -> tuple[int, bytes]:
+    """One v11 request by hand (`path` like "/msync/begin"): zstd body and
+    `anki-sync` header. Returns the status and, for a 200, the decompressed
+    body."""
+    import http.client
+    import json
+
+    import zstandard
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    header = json.dumps({"v": 11, "k": host_key, "c": "test", "s": "s"})
+    conn.request("POST", path, body=zstandard.ZstdCompressor().compress(payload), headers={"anki-sync": header})
+    res = conn.getresponse()
+    data = res.read()
+    conn.close()
+    if res.status == 200:
+        data = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+    return res.status, data
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
