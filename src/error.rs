@@ -66,6 +66,27 @@ impl From<crate::collection::StoreError> for Failure {
     }
 }
 
+impl From<crate::media::upload::UploadError> for Failure {
+    fn from(e: crate::media::upload::UploadError) -> Failure {
+        use crate::media::upload::UploadError;
+        match e {
+            UploadError::Refused(_) => Failure::bad_request(e.to_string()),
+            UploadError::Io(_) => Failure::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::media::download::DownloadError> for Failure {
+    fn from(e: crate::media::download::DownloadError) -> Failure {
+        use crate::media::download::DownloadError;
+        match e {
+            DownloadError::TooMany(_) => Failure::bad_request(e.to_string()),
+            DownloadError::Unknown | DownloadError::Missing => Failure::conflict(e.to_string()),
+            DownloadError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<std::io::Error> for Failure {
     fn from(e: std::io::Error) -> Failure {
         Failure::internal(format!("i/o: {e}"))

@@ -9,13 +9,13 @@ use std::fs::File;
 
 use std::path::Path;
 
-use super::StoreError;
-use crate::account::AccountState;
+use rusqlite::Connection;
 
-/// Makes the main file complete (WAL folded in) and opens it. Blocking.
-pub fn open(state: &mut AccountState, account_dir: &Path) -> Result<(File, u64), StoreError> {
-    state.abort_session();
-    let conn = state.collection(account_dir)?;
+use super::StoreError;
+
+/// Makes the main file complete (WAL folded in through `conn`, the only
+/// connection that writes it) and opens it. Blocking.
+pub fn open(conn: &Connection, account_dir: &Path) -> Result<(File, u64), StoreError> {
     super::checkpoint(conn)?;
     let file = File::open(account_dir.join(super::FILE_NAME))?;
     let len = file.metadata()?.len();

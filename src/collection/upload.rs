@@ -12,7 +12,6 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::{register_unicase, schema, snapshots, FILE_NAME};
 use crate::durable;
-use crate::framing::{copy_body, BodyError, Incoming};
 
 /// An uploaded collection in its temp file, removed on drop unless installed.
 pub struct Received {
@@ -36,59 +35,37 @@ impl Drop for Received {
     }
 }
 
-/// Why an upload was not taken. The client shows the message as is.
-#[derive(Debug)]
-pub enum Refused {
-    TooLarge { limit: u64 },
-    Damaged(String),
-    Io(io::Error),
-}
-
-impl Refused {
-    pub fn message(&self) -> String {
-        match self {
-            Refused::TooLarge { limit } => format!(
-                "The collection is larger than this server accepts ({} MB; the limit is set \
-                 with MAX_SYNC_PAYLOAD_MEGS). Nothing was changed on the server.",
-                limit >> 20
-            ),
-            Refused::Damaged(why) => format!(
-                "The uploaded collection is damaged or incomplete ({why}). Nothing was changed \
-                 on the server. Use Tools > Check Database in Anki, then sync again."
-            ),
-            Refused::Io(e) => format!("The server could not store the upload ({e})."),
-        }
+impl Received {
+    /// A new temp file in `dir` for a collection to arrive in, and the
+    /// writer that fills it. Blocking.
+    pub fn create(dir: &Path) -> io::Result<(Received, Writer)> {
+        let received = Received {
+            path: Some(durable::temp_path(dir, "upload")),
+        };
+        let file = durable::create_private(received.path())?;
+        let writer = Writer(BufWriter::with_capacity(64 * 1024, SyncEvery::new(file)));
+        Ok((received, writer))
     }
 }
 
-/// Streams a request body into a temp file in `dir`. Blocking.
-pub fn receive(
-    dir: &Path,
-    body: &mut Incoming,
-    zstd: bool,
-    limit: u64,
-) -> Result<Received, Refused> {
-    let received = Received {
-        path: Some(durable::temp_path(dir, "upload")),
-    };
-    let file = durable::create_private(received.path()).map_err(Refused::Io)?;
-    let mut out = BufWriter::with_capacity(64 * 1024, SyncEvery::new(file));
-    match copy_body(body, zstd, limit, &mut out) {
-        Ok(_) => {}
-        Err(BodyError::TooLarge) => {
-            // Let the client finish sending so it reads our answer.
-            body.drain(limit);
-            return Err(Refused::TooLarge { limit });
-        }
-        Err(BodyError::Malformed(e)) => return Err(Refused::Damaged(e.to_string())),
-        Err(BodyError::Output(e)) => return Err(Refused::Io(e)),
+/// Fills a [`Received`] file; [`Writer::finish`] makes it durable.
+pub struct Writer(BufWriter<SyncEvery>);
+
+impl Writer {
+    pub fn finish(self) -> io::Result<()> {
+        let file = self.0.into_inner().map_err(|e| e.into_error())?.file;
+        file.sync_all()
     }
-    let file = out
-        .into_inner()
-        .map_err(|e| Refused::Io(e.into_error()))?
-        .file;
-    file.sync_all().map_err(Refused::Io)?;
-    Ok(received)
+}
+
+impl Write for Writer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
 }
 
 /// Flushes written data to the card every few MiB while a body streams in, so

@@ -7,7 +7,40 @@ use std::io;
 
 use super::store::Store;
 use super::zip::{Download, Outgoing};
-use crate::error::Failure;
+use crate::collection::StoreError;
+
+/// Why the asked-for files cannot be sent.
+#[derive(Debug)]
+pub enum DownloadError {
+    /// More names than one request may carry.
+    TooMany(usize),
+    /// A name the server has no live file for.
+    Unknown,
+    /// A live entry whose file is gone from the folder (its row is forgotten).
+    Missing,
+    Store(StoreError),
+}
+
+impl std::fmt::Display for DownloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DownloadError::TooMany(n) => {
+                write!(f, "asked for {n} files at once (at most {MAX_NAMES})")
+            }
+            DownloadError::Unknown => write!(f, "asked for a media file the server does not have"),
+            DownloadError::Missing => write!(f, "a media file is missing on the server"),
+            DownloadError::Store(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for DownloadError {}
+
+impl<E: Into<StoreError>> From<E> for DownloadError {
+    fn from(e: E) -> Self {
+        DownloadError::Store(e.into())
+    }
+}
 
 /// Names one request may ask for, as the official server allows.
 pub const MAX_NAMES: usize = 25;
@@ -18,28 +51,23 @@ pub const REPLY_BYTES: u64 = 2_621_440;
 /// Opens the files the client asks for, in its order, up to the reply size.
 /// A name the server does not have fails the request (409), as with the
 /// official server. Blocking.
-pub fn prepare(store: &mut Store, names: Vec<String>) -> Result<Download, Failure> {
+pub fn prepare(store: &mut Store, names: Vec<String>) -> Result<Download, DownloadError> {
     if names.len() > MAX_NAMES {
-        return Err(Failure::bad_request(format!(
-            "asked for {} files at once (at most {MAX_NAMES})",
-            names.len()
-        )));
+        return Err(DownloadError::TooMany(names.len()));
     }
     let mut entries = Vec::new();
     let mut listing = BTreeMap::new();
     let mut total = 0u64;
     for name in names {
         let Some(live) = store.live(&name)? else {
-            return Err(Failure::conflict(
-                "asked for a media file the server does not have",
-            ));
+            return Err(DownloadError::Unknown);
         };
         let file = match File::open(&live.path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 log::warn!("a media file is missing from the folder; forgetting its entry");
                 store.forget(&name)?;
-                return Err(Failure::conflict("a media file is missing on the server"));
+                return Err(DownloadError::Missing);
             }
             Err(e) => return Err(e.into()),
         };

@@ -20,8 +20,6 @@ use super::names;
 use super::store::{staged_name, Upload};
 use super::zip::{Archive, ZipError};
 use crate::durable;
-use crate::error::Failure;
-use crate::framing::{self, Incoming};
 
 /// Entries in one batch, as the official server allows.
 pub const MAX_FILES: usize = 25;
@@ -32,18 +30,32 @@ const MAX_META_BYTES: u64 = 50 << 10;
 /// Bodies up to this size stay in memory.
 const IN_MEMORY: usize = 4 << 20;
 
-/// Receives and checks one batch, staging its files. Blocking.
-pub fn receive(
-    incoming: &mut Incoming,
-    zstd: bool,
-    limit: u64,
-    staging: &Path,
-) -> Result<Vec<(String, Upload)>, Failure> {
-    let mut spool = Spool::new(staging);
-    framing::copy_body(incoming, zstd, limit, &mut spool)?;
-    let body = spool
-        .finish()
-        .map_err(|e| Failure::internal(format!("spooling upload: {e}")))?;
+/// Why a batch was not taken.
+#[derive(Debug)]
+pub enum UploadError {
+    /// The client sent something no client should (the message says what).
+    Refused(String),
+    /// Reading the body or staging a file failed on our side.
+    Io(io::Error),
+}
+
+impl std::fmt::Display for UploadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UploadError::Refused(why) => write!(f, "media upload refused: {why}"),
+            UploadError::Io(e) => write!(f, "staging a media upload: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for UploadError {}
+
+fn refuse(why: impl Into<String>) -> UploadError {
+    UploadError::Refused(why.into())
+}
+
+/// Checks one batch (a spooled zip body) and stages its files. Blocking.
+pub fn read_batch(body: Body, staging: &Path) -> Result<Vec<(String, Upload)>, UploadError> {
     let mut archive = Archive::open(body).map_err(refused)?;
     let list = read_list(&mut archive)?;
     let mut batch = Vec::with_capacity(list.len());
@@ -54,8 +66,7 @@ pub fn receive(
             Some(entry) => {
                 let staged = staged_name();
                 let path = staging.join(&staged);
-                let file = durable::create_private(&path)
-                    .map_err(|e| Failure::internal(format!("staging a media file: {e}")))?;
+                let file = durable::create_private(&path).map_err(UploadError::Io)?;
                 staged_files.0.push(staged.clone());
                 let mut out = Hashing {
                     file: io::BufWriter::with_capacity(64 << 10, file),
@@ -64,24 +75,20 @@ pub fn receive(
                 let size = match archive.entry(&entry, MAX_FILE_BYTES, &mut out) {
                     Ok(Some(size)) => size,
                     Ok(None) => {
-                        return Err(Failure::bad_request(format!(
+                        return Err(refuse(format!(
                             "zip has no entry '{entry}' for a media file"
                         )))
-                    }
-                    Err(ZipError::Io(e)) => {
-                        return Err(Failure::internal(format!("staging a media file: {e}")))
                     }
                     Err(e) => return Err(refused(e)),
                 };
                 if size == 0 {
-                    return Err(Failure::bad_request("a media file in the zip is empty"));
+                    return Err(refuse("a media file in the zip is empty"));
                 }
                 // Written, not yet flushed to the card: the store flushes the
                 // whole batch at once before committing it.
                 let Hashing { file, sha1 } = out;
-                file.into_inner().map_err(|e| {
-                    Failure::internal(format!("staging a media file: {}", e.error()))
-                })?;
+                file.into_inner()
+                    .map_err(|e| UploadError::Io(e.into_error()))?;
                 let sha1 = sha1.finalize().into();
                 Upload::Put { staged, sha1, size }
             }
@@ -93,35 +100,31 @@ pub fn receive(
     Ok(batch)
 }
 
-fn refused(e: ZipError) -> Failure {
+fn refused(e: ZipError) -> UploadError {
     match e {
-        ZipError::Io(e) => Failure::internal(format!("reading an upload: {e}")),
-        e => Failure::bad_request(format!("media upload refused: {e}")),
+        ZipError::Io(e) => UploadError::Io(e),
+        e => refuse(e.to_string()),
     }
 }
 
 /// `_meta`: `[[name, entry or null or ""], ...]`, every name checked.
 fn read_list<R: Read + Seek>(
     archive: &mut Archive<R>,
-) -> Result<Vec<(String, Option<String>)>, Failure> {
+) -> Result<Vec<(String, Option<String>)>, UploadError> {
     #[derive(Deserialize)]
     struct Item(String, Option<String>);
 
     let mut meta = Vec::new();
     match archive.entry("_meta", MAX_META_BYTES, &mut meta) {
         Ok(Some(_)) => {}
-        Ok(None) => {
-            return Err(Failure::bad_request(
-                "media upload refused: zip has no _meta",
-            ))
-        }
+        Ok(None) => return Err(refuse("zip has no _meta")),
         Err(e) => return Err(refused(e)),
     }
     let items: Vec<Item> = serde_json::from_slice(&meta)
-        .map_err(|e| Failure::bad_request(format!("media upload refused: bad _meta: {e}")))?;
+        .map_err(|e| refuse(format!("bad _meta: {e}")))?;
     if items.len() > MAX_FILES {
-        return Err(Failure::bad_request(format!(
-            "media upload refused: {} files in one batch (at most {MAX_FILES})",
+        return Err(refuse(format!(
+            "{} files in one batch (at most {MAX_FILES})",
             items.len()
         )));
     }
@@ -129,14 +132,14 @@ fn read_list<R: Read + Seek>(
     let mut list = Vec::with_capacity(items.len());
     for Item(name, entry) in items {
         if let Err(why) = names::check(&name) {
-            return Err(Failure::bad_request(format!(
-                "media upload refused: the file name {:?} {why}",
+            return Err(refuse(format!(
+                "the file name {:?} {why}",
                 truncate(&name)
             )));
         }
         if !seen.insert(name.clone()) {
-            return Err(Failure::bad_request(format!(
-                "media upload refused: {:?} appears twice in one batch",
+            return Err(refuse(format!(
+                "{:?} appears twice in one batch",
                 truncate(&name)
             )));
         }
@@ -144,8 +147,8 @@ fn read_list<R: Read + Seek>(
         let entry = entry.filter(|e| !e.is_empty());
         if let Some(entry) = &entry {
             if !archive.has(entry) {
-                return Err(Failure::bad_request(format!(
-                    "media upload refused: zip has no entry '{}'",
+                return Err(refuse(format!(
+                    "zip has no entry '{}'",
                     truncate(entry)
                 )));
             }
@@ -190,7 +193,7 @@ impl<W: Write> Write for Hashing<W> {
 
 /// The body, in memory until it passes [`IN_MEMORY`], then in a temp file
 /// that has no name (unlinked at once), so a crash leaves nothing behind.
-struct Spool<'a> {
+pub struct Spool<'a> {
     memory: Vec<u8>,
     file: Option<File>,
     dir: &'a Path,
@@ -202,7 +205,7 @@ pub enum Body {
 }
 
 impl<'a> Spool<'a> {
-    fn new(dir: &'a Path) -> Spool<'a> {
+    pub fn new(dir: &'a Path) -> Spool<'a> {
         Spool {
             memory: Vec::new(),
             file: None,
@@ -210,7 +213,7 @@ impl<'a> Spool<'a> {
         }
     }
 
-    fn finish(self) -> io::Result<Body> {
+    pub fn finish(self) -> io::Result<Body> {
         Ok(match self.file {
             None => Body::Memory(Cursor::new(self.memory)),
             Some(mut file) => {

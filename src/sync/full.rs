@@ -8,7 +8,55 @@ use super::{blocking, stream_body, Call};
 use crate::account::Account;
 use crate::collection::{download, snapshots, upload};
 use crate::error::{Failure, Outcome};
-use crate::framing;
+use crate::framing::{self, BodyError, Incoming};
+
+/// Why an upload was not taken. The client shows the message as is.
+#[derive(Debug)]
+enum Refused {
+    TooLarge { limit: u64 },
+    Damaged(String),
+    Io(std::io::Error),
+}
+
+impl Refused {
+    fn message(&self) -> String {
+        match self {
+            Refused::TooLarge { limit } => format!(
+                "The collection is larger than this server accepts ({} MB; the limit is set \
+                 with MAX_SYNC_PAYLOAD_MEGS). Nothing was changed on the server.",
+                limit >> 20
+            ),
+            Refused::Damaged(why) => format!(
+                "The uploaded collection is damaged or incomplete ({why}). Nothing was changed \
+                 on the server. Use Tools > Check Database in Anki, then sync again."
+            ),
+            Refused::Io(e) => format!("The server could not store the upload ({e})."),
+        }
+    }
+}
+
+/// Streams a request body through the decoder into a temp file in `dir`.
+/// Blocking.
+fn receive(
+    dir: &std::path::Path,
+    body: &mut Incoming,
+    zstd: bool,
+    limit: u64,
+) -> Result<upload::Received, Refused> {
+    let (received, mut out) = upload::Received::create(dir).map_err(Refused::Io)?;
+    match framing::copy_body(body, zstd, limit, &mut out) {
+        Ok(_) => {}
+        Err(BodyError::TooLarge) => {
+            // Let the client finish sending so it reads our answer.
+            body.drain(limit);
+            return Err(Refused::TooLarge { limit });
+        }
+        Err(BodyError::Malformed(e)) => return Err(Refused::Damaged(e.to_string())),
+        Err(BodyError::Output(e)) => return Err(Refused::Io(e)),
+    }
+    out.finish().map_err(Refused::Io)?;
+    Ok(received)
+}
 
 pub async fn upload(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
     let zstd = call.zstd();
@@ -17,7 +65,7 @@ pub async fn upload(call: &mut Call, account: &Arc<Account>) -> Outcome<Response
     let mut body = call.take_body();
     // Receiving takes the longest and touches only a temp file: the user's
     // other requests need not wait for it.
-    let received = blocking(move || upload::receive(&dir, &mut body, zstd, limit)).await;
+    let received = blocking(move || receive(&dir, &mut body, zstd, limit)).await;
     let received = match received {
         Ok(received) => received,
         Err(refused) => return Ok(refuse_upload(account, refused, zstd).await),
@@ -60,8 +108,8 @@ async fn check_and_install(
     mut received: upload::Received,
 ) -> (String, Option<std::path::PathBuf>) {
     let checked = blocking(move || {
-        upload::validate(received.path()).map_err(upload::Refused::Damaged)?;
-        Ok::<_, upload::Refused>(received)
+        upload::validate(received.path()).map_err(Refused::Damaged)?;
+        Ok::<_, Refused>(received)
     })
     .await;
     received = match checked {
@@ -87,14 +135,14 @@ async fn check_and_install(
                 failure.message
             );
             (
-                upload::Refused::Io(std::io::Error::other(failure.message)).message(),
+                Refused::Io(std::io::Error::other(failure.message)).message(),
                 None,
             )
         }
     }
 }
 
-async fn refuse_upload(account: &Account, refused: upload::Refused, zstd: bool) -> Response {
+async fn refuse_upload(account: &Account, refused: Refused, zstd: bool) -> Response {
     log::warn!("{}: upload refused: {}", account.name, refused.message());
     // The client shows a 200's text to the user as the reason.
     reply_text(refused.message(), zstd).await
@@ -105,7 +153,8 @@ pub async fn download(call: &mut Call, account: &Arc<Account>) -> Outcome<Respon
     let mut state = account.lock().await;
     let dir = account.dir.clone();
     let (file, len, state) = blocking(move || -> Outcome<_> {
-        let (file, len) = download::open(&mut state, &dir)?;
+        state.abort_session();
+        let (file, len) = download::open(state.collection(&dir)?, &dir)?;
         Ok((file, len, state))
     })
     .await?;

@@ -132,14 +132,16 @@ pub async fn upload_changes(call: &mut Call, account: &Arc<Account>) -> Outcome<
     let dir = account.dir.clone();
     let outcome = blocking(move || -> Outcome<_> {
         let store = open_media(&mut slot, &dir)?;
-        let batch = match upload::receive(&mut body, zstd, limit, store.staging()) {
-            Ok(batch) => batch,
-            Err(failure) => {
-                // Let a client still sending read the answer, not a reset.
-                body.drain(limit);
-                return Err(failure);
-            }
-        };
+        let mut spool = upload::Spool::new(store.staging());
+        if let Err(e) = framing::copy_body(&mut body, zstd, limit, &mut spool) {
+            // Let a client still sending read the answer, not a reset.
+            body.drain(limit);
+            return Err(e.into());
+        }
+        let body = spool
+            .finish()
+            .map_err(|e| Failure::internal(format!("spooling upload: {e}")))?;
+        let batch = upload::read_batch(body, store.staging())?;
         let processed = batch.len();
         match store.apply(batch, clock::now_secs()) {
             Ok(usn) => Ok((processed, usn)),
