@@ -8,13 +8,13 @@ use rusqlite::Connection;
 use smol::lock::{Mutex, MutexGuardArc};
 
 use crate::collection;
+use crate::data_dir::Seen;
 use crate::media;
 
 pub struct Account {
     pub name: String,
     /// `SYNC_BASE/<name>`
     pub dir: PathBuf,
-    pub host_key: String,
     state: Arc<Mutex<AccountState>>,
     /// The media store, opened on first use. Its own lock: media sync runs
     /// beside a collection sync of the same user, as clients do it.
@@ -23,6 +23,8 @@ pub struct Account {
     /// `/sync/meta` reads it here instead of waiting for a media upload that
     /// holds the media lock.
     pub media_usn: std::sync::atomic::AtomicI64,
+    /// The last authenticated request: when, and from which client.
+    seen: std::sync::Mutex<Option<Seen>>,
 }
 
 /// What only one request of a user may touch at a time.
@@ -36,15 +38,24 @@ pub struct AccountState {
 }
 
 impl Account {
-    pub fn new(name: String, dir: PathBuf, host_key: String) -> Account {
+    pub fn new(name: String, dir: PathBuf) -> Account {
         Account {
             name,
             dir,
-            host_key,
             state: Arc::new(Mutex::new(AccountState::default())),
             media: Arc::new(Mutex::new(None)),
             media_usn: std::sync::atomic::AtomicI64::new(-1),
+            seen: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Records a request of this user (kept in memory; saved at shutdown).
+    pub fn saw(&self, seen: Seen) {
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(seen);
+    }
+
+    pub fn last_seen(&self) -> Option<Seen> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn collection_path(&self) -> PathBuf {

@@ -5,7 +5,8 @@
 //! moves from it to leitner, and across restarts.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use pbkdf2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt};
 use pbkdf2::{Params, Pbkdf2};
@@ -14,6 +15,7 @@ use smol::lock::Semaphore;
 
 use crate::account::Account;
 use crate::config::{Secret, UserSpec};
+use crate::users::{self, StoredUser};
 
 /// The official server hashes plain passwords with this fixed salt and these
 /// parameters; using the same keeps PHC strings interchangeable.
@@ -80,59 +82,236 @@ impl Credential {
     }
 }
 
+/// Where a user is defined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// `SYNC_USERn`, with its number.
+    Env(usize),
+    /// The users store (`leitner user add`).
+    Store,
+}
+
+/// One user as the server knows them now.
+#[derive(Clone)]
+pub struct Known {
+    pub account: Arc<Account>,
+    pub host_key: String,
+    pub source: Source,
+    credential: Arc<Credential>,
+}
+
+/// Every user at one moment: `SYNC_USERn` and the users store together.
+#[derive(Default)]
+struct Roster {
+    by_name: HashMap<String, Known>,
+    by_host_key: HashMap<String, String>,
+}
+
+/// What the users store file looked like when last read: a replaced file is
+/// a new inode, so a change is seen even within the same second.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    inode: u64,
+    modified_ns: i128,
+    len: u64,
+}
+
+fn stamp(path: &std::path::Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        inode: meta.ino(),
+        modified_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+        len: meta.len(),
+    })
+}
+
+/// The users the server serves. The users store is re-read whenever its
+/// file changes (checked on each request: one `stat`), so users added,
+/// removed or given a new password by `leitner user` count at once.
 pub struct Users {
-    accounts: Vec<Arc<Account>>,
-    credentials: Vec<Arc<Credential>>,
-    by_name: HashMap<String, usize>,
-    by_host_key: HashMap<String, usize>,
+    env: Vec<UserSpec>,
+    base: PathBuf,
+    roster: RwLock<Arc<Roster>>,
+    stamp: Mutex<Option<Stamp>>,
     login_slots: Semaphore,
 }
 
 impl Users {
-    pub fn new(specs: &[UserSpec], accounts: Vec<Arc<Account>>) -> Users {
-        assert_eq!(specs.len(), accounts.len());
-        let mut by_name = HashMap::new();
-        let mut by_host_key = HashMap::new();
-        let mut credentials = Vec::new();
-        for (i, spec) in specs.iter().enumerate() {
-            by_name.insert(spec.name.clone(), i);
-            by_host_key.insert(host_key(&spec.raw), i);
-            credentials.push(Arc::new(Credential {
-                secret: spec.secret.clone(),
-                phc: OnceLock::new(),
-            }));
-        }
-        Users {
-            accounts,
-            credentials,
-            by_name,
-            by_host_key,
+    /// Reads the users store beside the `SYNC_USERn` users. A name defined
+    /// in both is an error: which password would count? Blocking.
+    pub fn new(env: Vec<UserSpec>, base: PathBuf) -> Result<Users, String> {
+        let users = Users {
+            env,
+            base,
+            roster: RwLock::new(Arc::new(Roster::default())),
+            stamp: Mutex::new(None),
             login_slots: Semaphore::new(CONCURRENT_LOGINS),
+        };
+        let now = stamp(&users::path(&users.base));
+        let stored = users::load(&users.base).map_err(|e| e.to_string())?;
+        for user in &stored {
+            if let Some(i) = users.env.iter().position(|e| e.name == user.name) {
+                return Err(format!(
+                    "user '{}' is defined twice: in SYNC_USER{} and in the users store \
+                     ({}); remove one of them",
+                    user.name,
+                    i + 1,
+                    users::path(&users.base).display()
+                ));
+            }
         }
+        *write(&users.roster) = Arc::new(users.build(&stored, &Roster::default()));
+        *lock(&users.stamp) = now;
+        Ok(users)
     }
 
-    pub fn accounts(&self) -> &[Arc<Account>] {
-        &self.accounts
+    /// A roster from `SYNC_USERn` and `stored`, keeping the accounts (open
+    /// collections, locks) and credentials of users who stay.
+    fn build(&self, stored: &[StoredUser], old: &Roster) -> Roster {
+        let mut roster = Roster::default();
+        let mut add = |name: &str, secret: Secret, key: String, source: Source| {
+            let reuse = old.by_name.get(name);
+            let account = match reuse {
+                Some(known) => known.account.clone(),
+                None => Arc::new(Account::new(
+                    name.to_owned(),
+                    crate::data_dir::user_dir(&self.base, name),
+                )),
+            };
+            let credential = match reuse {
+                Some(known) if known.credential.secret == secret => known.credential.clone(),
+                _ => Arc::new(Credential {
+                    secret,
+                    phc: OnceLock::new(),
+                }),
+            };
+            roster.by_host_key.insert(key.clone(), name.to_owned());
+            roster.by_name.insert(
+                name.to_owned(),
+                Known {
+                    account,
+                    host_key: key,
+                    source,
+                    credential,
+                },
+            );
+        };
+        for (i, spec) in self.env.iter().enumerate() {
+            add(
+                &spec.name,
+                spec.secret.clone(),
+                host_key(&spec.raw),
+                Source::Env(i + 1),
+            );
+        }
+        for user in stored {
+            if self.env.iter().any(|e| e.name == user.name) {
+                log::error!(
+                    "user '{}' is in the users store and in SYNC_USERn; the SYNC_USERn \
+                     password counts",
+                    user.name
+                );
+                continue;
+            }
+            // As with PASSWORDS_HASHED: the host key hashes name and PHC string.
+            let key = host_key(&format!("{}:{}", user.name, user.password));
+            add(
+                &user.name,
+                Secret::Phc(user.password.clone()),
+                key,
+                Source::Store,
+            );
+        }
+        roster
     }
 
-    pub fn by_host_key(&self, key: &str) -> Option<&Arc<Account>> {
-        self.by_host_key.get(key).map(|&i| &self.accounts[i])
+    /// The roster, re-read first if the users store changed. A store that
+    /// cannot be read keeps the last good roster (and says so).
+    fn current(&self) -> Arc<Roster> {
+        let path = users::path(&self.base);
+        let now = stamp(&path);
+        let mut seen = lock(&self.stamp);
+        if *seen != now {
+            match users::load(&self.base) {
+                Ok(stored) => {
+                    let old = read(&self.roster).clone();
+                    *write(&self.roster) = Arc::new(self.build(&stored, &old));
+                    log::info!("users store changed: {} user(s)", self.roster_len());
+                }
+                Err(e) => log::error!("{e}; keeping the users as they were"),
+            }
+            *seen = now;
+        }
+        drop(seen);
+        read(&self.roster).clone()
     }
 
-    /// Checks a login on the blocking pool. An unknown user costs the same as
-    /// a known one: the password is checked against the first user's hash and
-    /// the answer thrown away.
-    pub async fn login(&self, name: &str, password: &str) -> Option<Arc<Account>> {
+    fn roster_len(&self) -> usize {
+        read(&self.roster).by_name.len()
+    }
+
+    /// Every user now, in name order.
+    pub fn all(&self) -> Vec<Known> {
+        let roster = self.current();
+        let mut all: Vec<Known> = roster.by_name.values().cloned().collect();
+        all.sort_by(|a, b| a.account.name.cmp(&b.account.name));
+        all
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<Known> {
+        self.current().by_name.get(name).cloned()
+    }
+
+    pub fn by_host_key(&self, key: &str) -> Option<Arc<Account>> {
+        let roster = self.current();
+        let name = roster.by_host_key.get(key)?;
+        Some(roster.by_name[name].account.clone())
+    }
+
+    /// Checks a login on the blocking pool; on success, the user and the
+    /// host key their device keeps. An unknown user costs the same as a
+    /// known one: the password is checked against a stand-in hash of the
+    /// same strength and the answer thrown away.
+    pub async fn login(&self, name: &str, password: &str) -> Option<Known> {
         let _slot = self.login_slots.acquire().await;
-        let known = self.by_name.get(name).copied();
-        let credential = self.credentials[known.unwrap_or(0)].clone();
+        let known = self.by_name(name);
+        let credential = match &known {
+            Some(known) => known.credential.clone(),
+            None => stand_in(),
+        };
         let password = password.to_owned();
         let ok = smol::unblock(move || credential.verify(&password)).await;
-        match known {
-            Some(i) if ok => Some(self.accounts[i].clone()),
-            _ => None,
-        }
+        known.filter(|_| ok)
     }
+}
+
+/// A credential no password matches, as costly to check as a real one.
+fn stand_in() -> Arc<Credential> {
+    static STAND_IN: OnceLock<Arc<Credential>> = OnceLock::new();
+    STAND_IN
+        .get_or_init(|| {
+            Arc::new(Credential {
+                secret: Secret::Phc(format!(
+                    "$pbkdf2-sha256$i={PLAIN_ROUNDS},l=32${PLAIN_SALT_B64}$\
+                     AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+                )),
+                phc: OnceLock::new(),
+            })
+        })
+        .clone()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
@@ -158,6 +337,67 @@ mod tests {
         };
         assert!(c.verify("secret"));
         assert!(!c.verify("Secret"));
+    }
+
+    #[test]
+    fn the_stand_in_is_a_valid_hash_nothing_matches() {
+        let c = stand_in();
+        check_phc(c.phc()).unwrap();
+        assert!(!c.verify(""));
+    }
+
+    #[test]
+    fn the_store_is_reread_when_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let env =
+            crate::config::Config::from_vars(|k| (k == "SYNC_USER1").then(|| "env:pw".into()))
+                .unwrap()
+                .users;
+        let users = Users::new(env.clone(), dir.path().to_owned()).unwrap();
+        assert_eq!(users.all().len(), 1);
+        let add = |name: &str, pw: &str| {
+            let password = hash_plain(pw);
+            crate::users::edit(dir.path(), |list| {
+                list.retain(|u| u.name != name);
+                list.push(StoredUser {
+                    name: name.into(),
+                    password,
+                    created: 0,
+                });
+                Ok(())
+            })
+            .unwrap();
+        };
+        add("bob", "one");
+        let bob = users.by_name("bob").expect("seen without a restart");
+        assert_eq!(bob.source, Source::Store);
+        let env_user = users.by_name("env").unwrap();
+        assert!(users.by_host_key(&bob.host_key).is_some());
+        // A new password: a new host key; the old one stops working, and
+        // the account (its open collection) is the same object.
+        add("bob", "two");
+        let bob2 = users.by_name("bob").unwrap();
+        assert_ne!(bob.host_key, bob2.host_key);
+        assert!(users.by_host_key(&bob.host_key).is_none());
+        assert!(Arc::ptr_eq(&bob.account, &bob2.account));
+        assert!(Arc::ptr_eq(
+            &env_user.account,
+            &users.by_name("env").unwrap().account
+        ));
+        // Removed: gone at once.
+        crate::users::edit(dir.path(), |list| {
+            list.clear();
+            Ok(())
+        })
+        .unwrap();
+        assert!(users.by_name("bob").is_none());
+        assert!(users.by_host_key(&bob2.host_key).is_none());
+        // A name in both places stops a start.
+        add("env", "x");
+        assert!(Users::new(env, dir.path().to_owned())
+            .err()
+            .unwrap()
+            .contains("defined twice"));
     }
 
     #[test]

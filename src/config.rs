@@ -64,9 +64,6 @@ impl Config {
             }
             users.push(user);
         }
-        if users.is_empty() {
-            return Err("no users: set SYNC_USER1=username:password".into());
-        }
 
         let base = match get("SYNC_BASE") {
             Some(dir) if !dir.is_empty() => PathBuf::from(dir),
@@ -142,13 +139,18 @@ fn parse_user(var: &str, raw: &str, hashed: bool) -> Result<UserSpec, String> {
 }
 
 /// A username names a folder under `SYNC_BASE`, so it must be one plain
-/// path component.
-fn check_username(name: &str) -> Result<(), String> {
+/// path component, and not one of leitner's own names there.
+pub fn check_username(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("the username is empty".into());
     }
     if name == "." || name == ".." {
         return Err(format!("'{name}' cannot be a username"));
+    }
+    if crate::data_dir::is_reserved(name) {
+        return Err(format!(
+            "'{name}' cannot be a username (names starting with 'leitner-' or 'leitner.' are leitner's own)"
+        ));
     }
     if name.len() > 200 {
         return Err("the username is longer than 200 bytes".into());
@@ -202,8 +204,16 @@ mod tests {
 
     #[test]
     fn bad_input_is_refused_with_the_variable_named() {
-        assert!(config(&[]).unwrap_err().contains("SYNC_USER1"));
-        for bad in ["nocolon", ":pw", "../x:pw", "a/b:pw", "a:"] {
+        // No SYNC_USERn at all is fine: users may all be in the users store.
+        assert!(config(&[]).unwrap().users.is_empty());
+        for bad in [
+            "nocolon",
+            ":pw",
+            "../x:pw",
+            "a/b:pw",
+            "a:",
+            "leitner-users.json:pw",
+        ] {
             let err = config(&[("SYNC_USER1", bad)]).unwrap_err();
             assert!(err.starts_with("SYNC_USER1"), "{bad}: {err}");
         }

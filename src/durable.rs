@@ -70,3 +70,22 @@ pub fn remove_if_present(path: &Path) -> io::Result<()> {
         _ => Ok(()),
     }
 }
+
+/// Replaces `path` with `contents` (mode 0600): temp file, fsync, rename,
+/// fsync the folder. Readers see the old file or the new one, never a part.
+pub fn replace(path: &Path, contents: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let stem = path.file_name().unwrap_or_default().to_string_lossy();
+    let temp = temp_path(dir, &stem);
+    let result = (|| {
+        let mut file = create_private(&temp)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        commit_rename(&temp, path)
+    })();
+    if result.is_err() {
+        let _ = remove_if_present(&temp);
+    }
+    result
+}

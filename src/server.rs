@@ -159,10 +159,20 @@ pub async fn serve(
     } else {
         "bound"
     };
+    // Nothing of the data directory is touched before its lock is ours: a
+    // management command working without a server finishes first.
+    let base = config.base.clone();
+    let _lock = sync::blocking(move || lock_data_dir(&base)).await?;
     let service = {
         let activity = activity.clone();
         Arc::new(sync::blocking(move || Service::new(config, activity)).await?)
     };
+    let control = crate::control::bind(&service.config.base)?;
+    let _control = smol::spawn(crate::control::serve(
+        control,
+        service.clone(),
+        listener.activated,
+    ));
     let socket = TcpListener::try_from(listener.socket)?;
     let mut stop = std::pin::pin!(stop);
     // Closing this channel tells every connection to stop taking requests.
@@ -171,7 +181,7 @@ pub async fn serve(
     log::info!(
         "leitner {} listening on http://{addr}/ ({origin}), {} user(s), data in {}",
         env!("CARGO_PKG_VERSION"),
-        service.users.accounts().len(),
+        service.users.all().len(),
         service.config.base.display()
     );
     notify(&[NotifyState::Ready]);
@@ -217,7 +227,31 @@ pub async fn serve(
         "stopping ({reason}), {} request(s) still in flight",
         activity.in_flight()
     );
+    let base = service.config.base.clone();
+    let seen = service.seen();
+    sync::blocking(move || {
+        let _ = crate::durable::remove_if_present(&base.join(crate::data_dir::CONTROL_SOCKET));
+        if seen != crate::data_dir::load_seen(&base) {
+            if let Err(e) = crate::data_dir::save_seen(&base, &seen) {
+                log::warn!("saving when users last synced: {e}");
+            }
+        }
+    })
+    .await;
     Ok(())
+}
+
+/// Takes the data directory's lock, saying so if it must wait. Blocking.
+fn lock_data_dir(base: &std::path::Path) -> io::Result<crate::data_dir::DirLock> {
+    std::fs::create_dir_all(base)?;
+    if let Some(lock) = crate::data_dir::try_lock(base)? {
+        return Ok(lock);
+    }
+    log::warn!(
+        "waiting for another leitner process using {} (a command, or a second server)",
+        base.display()
+    );
+    crate::data_dir::lock(base)
 }
 
 async fn connection(stream: TcpStream, service: Arc<Service>, stop: Receiver<()>) {

@@ -120,8 +120,8 @@ fn read_list<R: Read + Seek>(
         Ok(None) => return Err(refuse("zip has no _meta")),
         Err(e) => return Err(refused(e)),
     }
-    let items: Vec<Item> = serde_json::from_slice(&meta)
-        .map_err(|e| refuse(format!("bad _meta: {e}")))?;
+    let items: Vec<Item> =
+        serde_json::from_slice(&meta).map_err(|e| refuse(format!("bad _meta: {e}")))?;
     if items.len() > MAX_FILES {
         return Err(refuse(format!(
             "{} files in one batch (at most {MAX_FILES})",
@@ -132,10 +132,7 @@ fn read_list<R: Read + Seek>(
     let mut list = Vec::with_capacity(items.len());
     for Item(name, entry) in items {
         if let Err(why) = names::check(&name) {
-            return Err(refuse(format!(
-                "the file name {:?} {why}",
-                truncate(&name)
-            )));
+            return Err(refuse(format!("the file name {:?} {why}", truncate(&name))));
         }
         if !seen.insert(name.clone()) {
             return Err(refuse(format!(
@@ -147,10 +144,7 @@ fn read_list<R: Read + Seek>(
         let entry = entry.filter(|e| !e.is_empty());
         if let Some(entry) = &entry {
             if !archive.has(entry) {
-                return Err(refuse(format!(
-                    "zip has no entry '{}'",
-                    truncate(entry)
-                )));
+                return Err(refuse(format!("zip has no entry '{}'", truncate(entry))));
             }
         }
         list.push((name, entry));

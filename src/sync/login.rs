@@ -23,16 +23,16 @@ struct HostKey {
 
 pub async fn host_key(call: &mut Call, line: &mut RequestLine) -> Outcome<Response> {
     let login: Login = call.json().await?;
-    let account = call
+    let known = call
         .service
         .users
         .login(&login.user, &login.password)
         .await
         .ok_or_else(Failure::forbidden)?;
-    line.user = Some(account.name.clone());
+    line.user = Some(known.account.name.clone());
     Ok(reply_json(
         HostKey {
-            key: account.host_key.clone(),
+            key: known.host_key,
         },
         call.zstd(),
     )

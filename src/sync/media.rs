@@ -77,7 +77,7 @@ pub async fn begin(
         sk: String,
     }
     let usn = current_usn(account).await?;
-    let sk = account.host_key.clone();
+    let sk = call.header.host_key.clone();
     Ok(reply_json(wrapped(Begin { usn, sk }), call.zstd()).await)
 }
 

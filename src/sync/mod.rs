@@ -16,8 +16,7 @@ use http_types::{Body, Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use smol::future::FutureExt;
 
-use crate::account::Account;
-use crate::auth::{self, Users};
+use crate::auth::Users;
 use crate::collection::snapshots;
 use crate::config::Config;
 use crate::error::{Failure, Outcome};
@@ -34,27 +33,42 @@ pub struct Service {
 }
 
 impl Service {
-    /// Creates every user's folder and finishes what a crash interrupted.
+    /// Reads the users, creates every user's folder and finishes what a
+    /// crash interrupted. Blocking.
     pub fn new(config: Config, activity: Arc<Activity>) -> io::Result<Service> {
         std::fs::create_dir_all(&config.base)?;
-        let mut accounts = Vec::new();
-        for user in &config.users {
-            let dir = config.base.join(&user.name);
-            std::fs::create_dir_all(&dir)?;
-            crate::durable::sweep_temps(&dir)?;
-            snapshots::repair(&dir)?;
-            accounts.push(Arc::new(Account::new(
-                user.name.clone(),
-                dir,
-                auth::host_key(&user.raw),
-            )));
+        let users =
+            Users::new(config.users.clone(), config.base.clone()).map_err(io::Error::other)?;
+        let seen = crate::data_dir::load_seen(&config.base);
+        for known in users.all() {
+            let account = &known.account;
+            std::fs::create_dir_all(&account.dir)?;
+            crate::durable::sweep_temps(&account.dir)?;
+            snapshots::repair(&account.dir)?;
+            if let Some(seen) = seen.get(&account.name) {
+                account.saw(seen.clone());
+            }
         }
-        let users = Users::new(&config.users, accounts);
+        if users.all().is_empty() {
+            log::warn!("no users yet: add one with `leitner user add NAME`");
+        }
         Ok(Service {
             config,
             users,
             activity,
         })
+    }
+
+    /// What the server saw of each user, for `leitner status` and the record
+    /// kept across restarts.
+    pub fn seen(&self) -> crate::data_dir::SeenMap {
+        let mut all = crate::data_dir::load_seen(&self.config.base);
+        for known in self.users.all() {
+            if let Some(seen) = known.account.last_seen() {
+                all.insert(known.account.name.clone(), seen);
+            }
+        }
+        all
     }
 
     /// Decompressed size limit for a collection upload, as the official
@@ -176,9 +190,12 @@ async fn dispatch(
     let account = service
         .users
         .by_host_key(&call.header.host_key)
-        .ok_or_else(Failure::forbidden)?
-        .clone();
+        .ok_or_else(Failure::forbidden)?;
     line.user = Some(account.name.clone());
+    account.saw(crate::data_dir::Seen {
+        at: crate::clock::now_millis(),
+        client: call.header.client.clone(),
+    });
 
     match endpoint {
         Endpoint::Sync(SyncMethod::Meta) => meta::meta(&mut call, &account).await,

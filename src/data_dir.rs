@@ -1,0 +1,146 @@
+//! The data directory (`SYNC_BASE`): one folder per user, and beside them the
+//! few files of leitner's own. Every name at this level is decided here.
+//!
+//! Who may change what while a server runs is decided by one lock: a server
+//! holds [`LOCK_FILE`] for its whole life; a management command that finds no
+//! server takes it instead, so a server started meanwhile (socket activation)
+//! waits until the command is done. With a server running, commands reach it
+//! through [`CONTROL_SOCKET`] (see `control`).
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::durable;
+
+/// The users added with `leitner user add` (PHC hashes), mode 0600.
+pub const USERS_FILE: &str = "leitner-users.json";
+/// Held by the server for its life, or by a command while no server runs.
+pub const LOCK_FILE: &str = "leitner.lock";
+/// The running server's control socket.
+pub const CONTROL_SOCKET: &str = "leitner.sock";
+/// When each user last synced and with which client, saved at shutdown.
+pub const SEEN_FILE: &str = "leitner-seen.json";
+
+/// Whether `name` would collide with leitner's own files, so cannot be a
+/// user: anything starting with `leitner-` or `leitner.`, and temp names.
+pub fn is_reserved(name: &str) -> bool {
+    name.starts_with("leitner-")
+        || name.starts_with("leitner.")
+        || name.contains(durable::TEMP_MARK)
+}
+
+/// The exclusive lock on a data directory; released on drop (or when the
+/// process dies, however it dies).
+pub struct DirLock {
+    _lock: Flock<File>,
+}
+
+fn lock_file(base: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(base.join(LOCK_FILE))
+}
+
+/// Takes the lock if nobody holds it.
+pub fn try_lock(base: &Path) -> io::Result<Option<DirLock>> {
+    match Flock::lock(lock_file(base)?, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(DirLock { _lock: lock })),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(e.into()),
+    }
+}
+
+/// Takes the lock, waiting for whoever holds it. Blocking.
+pub fn lock(base: &Path) -> io::Result<DirLock> {
+    match Flock::lock(lock_file(base)?, FlockArg::LockExclusive) {
+        Ok(lock) => Ok(DirLock { _lock: lock }),
+        Err((_, e)) => Err(e.into()),
+    }
+}
+
+/// What the server last saw of a user: when, and which client.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    /// Unix time of the last authenticated request, in milliseconds.
+    pub at: i64,
+    /// The client's own description, e.g. `26.9.3,0b9d9a1,linux`.
+    pub client: String,
+}
+
+pub type SeenMap = BTreeMap<String, Seen>;
+
+/// The saved record; empty if there is none or it cannot be read (it is
+/// informational only).
+pub fn load_seen(base: &Path) -> SeenMap {
+    std::fs::read(base.join(SEEN_FILE))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+/// Saves the record (write-temp, fsync, rename). Blocking.
+pub fn save_seen(base: &Path, seen: &SeenMap) -> io::Result<()> {
+    let json = serde_json::to_vec_pretty(seen).map_err(io::Error::other)?;
+    durable::replace(&base.join(SEEN_FILE), &json)
+}
+
+/// The folder of user `name`.
+pub fn user_dir(base: &Path, name: &str) -> PathBuf {
+    base.join(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_names_are_reserved() {
+        for name in [
+            USERS_FILE,
+            LOCK_FILE,
+            CONTROL_SOCKET,
+            SEEN_FILE,
+            "x.leitner-tmp",
+        ] {
+            assert!(is_reserved(name), "{name}");
+        }
+        for name in ["alice", "leitner", "leitnerfan", "Leitner-x"] {
+            assert!(!is_reserved(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_lock_is_exclusive_and_released_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = try_lock(dir.path()).unwrap().expect("free");
+        assert!(try_lock(dir.path()).unwrap().is_none());
+        drop(held);
+        assert!(try_lock(dir.path()).unwrap().is_some());
+    }
+
+    #[test]
+    fn seen_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load_seen(dir.path()).is_empty());
+        let mut seen = SeenMap::new();
+        seen.insert(
+            "alice".into(),
+            Seen {
+                at: 5,
+                client: "26.9.3".into(),
+            },
+        );
+        save_seen(dir.path(), &seen).unwrap();
+        assert_eq!(load_seen(dir.path()), seen);
+    }
+}
