@@ -36,6 +36,8 @@ pub struct Config {
     pub idle_exit: Option<Duration>,
     /// A normal sync untouched this long is rolled back.
     pub sync_idle: Duration,
+    /// How many snapshots each user keeps, and how many bytes they may take.
+    pub snapshots: crate::collection::snapshots::Limits,
 }
 
 pub const DEFAULT_PORT: u16 = 8080;
@@ -43,6 +45,8 @@ pub const DEFAULT_MAX_PAYLOAD_MEGS: u64 = 100;
 pub const DEFAULT_IDLE_EXIT_SECS: u64 = 300;
 /// Clients give up on a request after 60 s without traffic at most.
 pub const DEFAULT_SYNC_IDLE_SECS: u64 = 120;
+pub const DEFAULT_SNAPSHOTS: u64 = 10;
+pub const DEFAULT_SNAPSHOT_MEGS: u64 = 512;
 
 impl Config {
     pub fn from_env() -> Result<Config, String> {
@@ -95,6 +99,16 @@ impl Config {
             get("LEITNER_SYNC_IDLE_SECS"),
             DEFAULT_SYNC_IDLE_SECS,
         )?;
+        let snapshot_count = number(
+            "LEITNER_SNAPSHOTS",
+            get("LEITNER_SNAPSHOTS"),
+            DEFAULT_SNAPSHOTS,
+        )?;
+        let snapshot_megs = number(
+            "LEITNER_SNAPSHOT_MEGS",
+            get("LEITNER_SNAPSHOT_MEGS"),
+            DEFAULT_SNAPSHOT_MEGS,
+        )?;
         Ok(Config {
             users,
             base,
@@ -103,8 +117,35 @@ impl Config {
             max_payload: megs << 20,
             idle_exit: (idle > 0).then(|| Duration::from_secs(idle)),
             sync_idle: Duration::from_secs(sync_idle.max(1)),
+            snapshots: crate::collection::snapshots::Limits {
+                count: snapshot_count.min(100_000) as usize,
+                bytes: snapshot_megs.saturating_mul(1 << 20),
+            },
         })
     }
+}
+
+/// The configuration file the service reads (systemd's `EnvironmentFile=`)
+/// and the management commands read beneath their own environment, so
+/// `sudo leitner status` finds the service's data folder.
+pub const CONFIG_FILE: &str = "/etc/leitner/leitner.conf";
+
+/// `KEY=VALUE` lines as systemd's `EnvironmentFile=` reads them: blank lines
+/// and `#` or `;` comments skipped, a value in matching quotes unquoted.
+pub fn parse_env_file(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with(['#', ';']))
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, value)| {
+            let value = value.trim();
+            let unquoted = ['"', '\'']
+                .iter()
+                .find_map(|q| value.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
+                .unwrap_or(value);
+            (key.trim().to_owned(), unquoted.to_owned())
+        })
+        .collect()
 }
 
 fn number(var: &str, value: Option<String>, default: u64) -> Result<u64, String> {
@@ -240,6 +281,22 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.users[0].secret, Secret::Phc(phc.into()));
+    }
+
+    #[test]
+    fn env_files_read_as_systemd_reads_them() {
+        let vars = parse_env_file(
+            "# leitner\n\nSYNC_BASE=/var/lib/leitner\n; other comment\n SYNC_PORT = 8080 \n\
+             LEITNER_LOG=\"debug\"\nnot a line\n",
+        );
+        assert_eq!(
+            vars,
+            [
+                ("SYNC_BASE".to_string(), "/var/lib/leitner".to_string()),
+                ("SYNC_PORT".to_string(), "8080".to_string()),
+                ("LEITNER_LOG".to_string(), "debug".to_string()),
+            ]
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod download;
 pub mod proto;
+pub mod restore;
 pub mod schema;
 pub mod schema11;
 pub mod snapshots;
@@ -122,6 +123,22 @@ pub fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// SQLite's full integrity check of a collection file, read beside the
+/// server: `None` when all is well, else the first problems. Blocking.
+pub fn integrity(path: &Path) -> Result<Option<String>, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    register_unicase(&conn)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let mut stmt = conn.prepare("PRAGMA integrity_check(5)")?;
+    let lines: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok((lines != ["ok"]).then(|| lines.join("; ")))
 }
 
 /// What `/sync/meta` reports about a collection.

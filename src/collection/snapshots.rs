@@ -1,148 +1,470 @@
-//! Server-side snapshots: every collection replaced by a full upload is kept,
-//! zstd-compressed, so a wrong full sync can be undone. Newest few per user.
+//! Server-side snapshots of a user's collection, so a wrong full sync can be
+//! undone: `SYNC_BASE/<user>/snapshots/<id>.anki2.zst`, where the id is the
+//! time it was taken in milliseconds.
 //!
-//! Taking a snapshot is a hard link (instant, no copy on the SD card) made
-//! before the new file is renamed in; compressing it happens afterwards, off
-//! the request path. A crash in between leaves an uncompressed snapshot that
-//! the start-up sweep compresses.
+//! A snapshot is taken when a full upload or a restore replaces the
+//! collection (a hard link made before the new file is renamed in: instant,
+//! no copy on the SD card; compressed afterwards, off the request path), and
+//! by `leitner snapshot take` (a consistent copy read beside the server).
+//! A crash before compressing leaves a raw `<id>.anki2`, which start-up
+//! compresses.
+//!
+//! Each file starts with a zstd *skippable frame* holding what the snapshot
+//! is (its kind, the collection's modification time, note and card counts),
+//! so listing reads a few bytes per file, and any zstd tool still
+//! decompresses it to the plain collection.
+//!
+//! Rotation suits an SD card: nothing is written when the collection has not
+//! changed since the newest snapshot, and the oldest go first once a user has
+//! more than [`Limits::count`] snapshots or more than [`Limits::bytes`].
 
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
+use rusqlite::{Connection, OpenFlags};
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
 use crate::durable;
 
 pub const DIR_NAME: &str = "snapshots";
-pub const KEEP: usize = 5;
 const RAW_EXT: &str = "anki2";
 const PACKED_EXT: &str = "anki2.zst";
+/// The first magic number of zstd's skippable frames.
+const SKIPPABLE_MAGIC: u32 = 0x184D_2A50;
+/// A metadata frame larger than this is not ours.
+const MAX_INFO_BYTES: u32 = 64 << 10;
+
+/// How many snapshots a user keeps, and how many bytes they may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub count: usize,
+    pub bytes: u64,
+}
+
+/// Why a snapshot exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// The collection a full upload replaced.
+    Upload,
+    /// Taken by `leitner snapshot take` (the daily timer, or by hand).
+    Taken,
+    /// The collection a `leitner snapshot restore` replaced.
+    Restore,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Upload => "upload",
+            Kind::Taken => "taken",
+            Kind::Restore => "restore",
+        }
+    }
+}
+
+/// What a snapshot holds, stored in its first frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Info {
+    pub kind: Kind,
+    /// `col.mod` of the collection it holds: equal means unchanged.
+    pub modified: i64,
+    pub notes: i64,
+    pub cards: i64,
+    pub reviews: i64,
+    /// The size of the collection file it holds.
+    pub bytes: u64,
+}
+
+/// One snapshot on disk.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// Milliseconds since 1970 when it was taken; also its name.
+    pub id: i64,
+    pub path: PathBuf,
+    /// Bytes on disk.
+    pub size: u64,
+    /// Still uncompressed (a crash or a full disk came between).
+    pub raw: bool,
+    /// `None` for raw snapshots and for those written before leitner kept it.
+    pub info: Option<Info>,
+}
 
 /// Links the live collection into the snapshot folder. Blocking.
 pub fn keep(account_dir: &Path, live: &Path) -> io::Result<PathBuf> {
     let dir = account_dir.join(DIR_NAME);
     fs::create_dir_all(&dir)?;
-    let mut stamp = crate::clock::now_millis();
-    let raw = loop {
-        let candidate = dir.join(format!("{stamp}.{RAW_EXT}"));
-        if !candidate.exists() && !dir.join(format!("{stamp}.{PACKED_EXT}")).exists() {
-            break candidate;
-        }
-        stamp += 1;
-    };
+    let raw = dir.join(format!("{}.{RAW_EXT}", fresh_id(&dir)));
     fs::hard_link(live, &raw)?;
     durable::sync_dir(&dir)?;
     Ok(raw)
 }
 
-/// Compresses one raw snapshot and prunes old ones. Blocking.
-pub fn pack(raw: &Path) -> io::Result<()> {
+/// An id not yet taken in `dir`: now, or just after.
+fn fresh_id(dir: &Path) -> i64 {
+    let mut id = crate::clock::now_millis();
+    while dir.join(format!("{id}.{RAW_EXT}")).exists()
+        || dir.join(format!("{id}.{PACKED_EXT}")).exists()
+    {
+        id += 1;
+    }
+    id
+}
+
+/// Reads what a collection file holds, without changing it (not even a WAL
+/// or a journal beside it). Blocking.
+fn describe(path: &Path, kind: Kind) -> Result<Info, StoreError> {
+    let conn = Connection::open_with_flags(
+        format!("file:{}?immutable=1", path.display()),
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    let count = |table: &str| -> rusqlite::Result<i64> {
+        conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+    };
+    Ok(Info {
+        kind,
+        modified: conn.query_row("SELECT mod FROM col", [], |r| r.get(0))?,
+        notes: count("notes")?,
+        cards: count("cards")?,
+        reviews: count("revlog")?,
+        bytes: fs::metadata(path)?.len(),
+    })
+}
+
+/// Compresses a raw snapshot into its packed form and removes the raw one;
+/// a raw snapshot of the same collection as the newest packed one is only
+/// removed. Then prunes to `limits`. Blocking.
+pub fn pack(raw: &Path, kind: Kind, limits: Limits) -> Result<(), StoreError> {
     let dir = raw.parent().expect("snapshot has a folder");
-    let packed = raw.with_extension(PACKED_EXT);
+    let info = describe(raw, kind)?;
+    let newest = list(dir.parent().expect("account folder"))?
+        .into_iter()
+        .rev()
+        .find(|s| !s.raw);
+    let unchanged = newest
+        .and_then(|s| s.info)
+        .is_some_and(|newest| newest.modified == info.modified);
+    if !unchanged {
+        write_packed(raw, &raw.with_extension(PACKED_EXT), &info)?;
+    }
+    durable::remove_if_present(raw)?;
+    prune(dir, limits)?;
+    Ok(())
+}
+
+/// Writes `from` compressed, after its info frame, to `to` (write-temp,
+/// fsync, rename).
+fn write_packed(from: &Path, to: &Path, info: &Info) -> io::Result<()> {
+    let dir = to.parent().expect("snapshot has a folder");
     let temp = durable::temp_path(dir, "snapshot");
     let result = (|| {
         let out = durable::create_private(&temp)?;
         let mut writer = BufWriter::new(&out);
-        write_zstd(BufReader::new(File::open(raw)?), &mut writer)?;
+        let json = serde_json::to_vec(info).map_err(io::Error::other)?;
+        writer.write_all(&SKIPPABLE_MAGIC.to_le_bytes())?;
+        writer.write_all(&(json.len() as u32).to_le_bytes())?;
+        writer.write_all(&json)?;
+        let mut encoder = zstd::stream::write::Encoder::new(&mut writer, 3)?;
+        io::copy(&mut BufReader::new(File::open(from)?), &mut encoder)?;
+        encoder.finish()?;
+        writer.flush()?;
         drop(writer);
         out.sync_all()?;
-        durable::commit_rename(&temp, &packed)
+        durable::commit_rename(&temp, to)
     })();
     if result.is_err() {
         let _ = durable::remove_if_present(&temp);
-        return result;
     }
-    fs::remove_file(raw)?;
-    prune(dir, KEEP)
+    result
 }
 
-/// Copies `from` into `to` as one zstd stream.
-fn write_zstd(mut from: impl io::Read, to: impl io::Write) -> io::Result<()> {
-    let mut encoder = zstd::stream::write::Encoder::new(to, 3)?;
-    io::copy(&mut from, &mut encoder)?;
-    io::Write::flush(&mut encoder.finish()?)
+/// Reads the info frame at the start of a packed snapshot, if it has one.
+fn read_info(path: &Path) -> io::Result<Option<Info>> {
+    let mut file = File::open(path)?;
+    let mut head = [0u8; 8];
+    if file.read_exact(&mut head).is_err() {
+        return Ok(None);
+    }
+    let magic = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
+    let len = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
+    if magic != SKIPPABLE_MAGIC || len > MAX_INFO_BYTES {
+        return Ok(None);
+    }
+    let mut json = vec![0u8; len as usize];
+    file.read_exact(&mut json)?;
+    Ok(serde_json::from_slice(&json).ok())
+}
+
+/// What `take` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Taken {
+    New(i64),
+    /// The collection is the same as in the newest snapshot.
+    Unchanged,
+    /// The user has no collection yet.
+    NoCollection,
+}
+
+/// Takes a snapshot of the live collection if it changed since the newest
+/// one: a consistent copy (`VACUUM INTO`, a read transaction beside whatever
+/// the server is doing), compressed, then pruned to `limits`. Blocking.
+pub fn take(account_dir: &Path, limits: Limits) -> Result<Taken, StoreError> {
+    let live = account_dir.join(super::FILE_NAME);
+    if !live.exists() {
+        return Ok(Taken::NoCollection);
+    }
+    let conn = super::open(&live)?;
+    let modified: i64 = conn.query_row("SELECT mod FROM col", [], |r| r.get(0))?;
+    let newest = list(account_dir)?.into_iter().rev().find(|s| !s.raw);
+    if newest
+        .and_then(|s| s.info)
+        .is_some_and(|s| s.modified == modified)
+    {
+        return Ok(Taken::Unchanged);
+    }
+    let dir = account_dir.join(DIR_NAME);
+    fs::create_dir_all(&dir)?;
+    let copy = durable::temp_path(&dir, "copy");
+    let result = (|| -> Result<i64, StoreError> {
+        conn.execute("VACUUM INTO ?", [copy.to_string_lossy()])?;
+        let info = describe(&copy, Kind::Taken)?;
+        let id = fresh_id(&dir);
+        write_packed(&copy, &dir.join(format!("{id}.{PACKED_EXT}")), &info)?;
+        Ok(id)
+    })();
+    drop(conn);
+    let _ = durable::remove_if_present(&copy);
+    let id = result?;
+    prune(&dir, limits)?;
+    Ok(Taken::New(id))
+}
+
+/// Decompresses snapshot `id` into `out` (a file the caller then validates
+/// and installs). Blocking.
+pub fn unpack(account_dir: &Path, id: i64, out: impl Write) -> Result<(), SnapshotError> {
+    let snapshot = list(account_dir)?
+        .into_iter()
+        .find(|s| s.id == id)
+        .ok_or(SnapshotError::NotFound(id))?;
+    let mut out = out;
+    let file = BufReader::new(File::open(&snapshot.path)?);
+    if snapshot.raw {
+        io::copy(&mut { file }, &mut out)?;
+    } else {
+        // The decoder passes over the skippable info frame by itself.
+        zstd::stream::copy_decode(file, &mut out)?;
+    }
+    Ok(())
+}
+
+#[derive(Debug)]
+pub enum SnapshotError {
+    NotFound(i64),
+    Store(StoreError),
+}
+
+impl std::fmt::Display for SnapshotError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SnapshotError::NotFound(id) => write!(f, "there is no snapshot {id}"),
+            SnapshotError::Store(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for SnapshotError {}
+
+impl<E: Into<StoreError>> From<E> for SnapshotError {
+    fn from(e: E) -> Self {
+        SnapshotError::Store(e.into())
+    }
 }
 
 /// Finishes what a crash interrupted: stray temps go, raw snapshots are
 /// compressed. Blocking; run at start-up.
-pub fn repair(account_dir: &Path) -> io::Result<()> {
+pub fn repair(account_dir: &Path, limits: Limits) -> Result<(), StoreError> {
     let dir = account_dir.join(DIR_NAME);
     if !dir.exists() {
         return Ok(());
     }
     durable::sweep_temps(&dir)?;
-    for raw in list(&dir, RAW_EXT)? {
-        pack(&raw)?;
+    for snapshot in list(account_dir)? {
+        if snapshot.raw {
+            // Only uploads leave raw snapshots behind long enough to crash.
+            pack(&snapshot.path, Kind::Upload, limits)?;
+        }
     }
-    prune(&dir, KEEP)
+    prune(&dir, limits).map_err(StoreError::from)
 }
 
-/// The compressed snapshots of an account, oldest first.
-pub fn packed(account_dir: &Path) -> io::Result<Vec<PathBuf>> {
-    let dir = account_dir.join(DIR_NAME);
-    if !dir.exists() {
-        return Ok(Vec::new());
-    }
-    list(&dir, PACKED_EXT)
-}
-
-fn prune(dir: &Path, keep: usize) -> io::Result<()> {
-    let all = list(dir, PACKED_EXT)?;
-    let excess = all.len().saturating_sub(keep);
-    for old in &all[..excess] {
-        fs::remove_file(old)?;
+/// Removes the oldest packed snapshots until at most `limits.count` remain
+/// and they take at most `limits.bytes`; the newest always stays. Raw ones
+/// are left to the job compressing them.
+fn prune(dir: &Path, limits: Limits) -> io::Result<()> {
+    let all: Vec<Snapshot> = list_dir(dir)?.into_iter().filter(|s| !s.raw).collect();
+    let mut total: u64 = all.iter().map(|s| s.size).sum();
+    let mut left = all.len();
+    for old in &all[..all.len().saturating_sub(1)] {
+        if left <= limits.count && total <= limits.bytes {
+            break;
+        }
+        durable::remove_if_present(&old.path)?;
+        total -= old.size;
+        left -= 1;
     }
     Ok(())
 }
 
-/// Snapshot files with the given extension, sorted by their timestamp.
-fn list(dir: &Path, ext: &str) -> io::Result<Vec<PathBuf>> {
-    let suffix = format!(".{ext}");
-    let mut found: Vec<(i64, PathBuf)> = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let path = entry?.path();
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        if let Some(stamp) = name.strip_suffix(&suffix).and_then(|s| s.parse().ok()) {
-            found.push((stamp, path));
-        }
+/// Every snapshot of the user in `account_dir`, oldest first.
+pub fn list(account_dir: &Path) -> io::Result<Vec<Snapshot>> {
+    let dir = account_dir.join(DIR_NAME);
+    if !dir.exists() {
+        return Ok(Vec::new());
     }
-    found.sort();
-    Ok(found.into_iter().map(|(_, p)| p).collect())
+    list_dir(&dir)
+}
+
+fn list_dir(dir: &Path) -> io::Result<Vec<Snapshot>> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let (stem, raw) = if let Some(stem) = name.strip_suffix(&format!(".{PACKED_EXT}")) {
+            (stem, false)
+        } else if let Some(stem) = name.strip_suffix(&format!(".{RAW_EXT}")) {
+            (stem, true)
+        } else {
+            continue;
+        };
+        let Ok(id) = stem.parse::<i64>() else {
+            continue;
+        };
+        let path = entry.path();
+        // Gone since the listing (pruned by another process): skip it.
+        let Ok(meta) = entry.metadata() else {
+            continue;
+        };
+        let info = if raw { None } else { read_info(&path)? };
+        found.push(Snapshot {
+            id,
+            path,
+            size: meta.len(),
+            raw,
+            info,
+        });
+    }
+    found.sort_by_key(|s| s.id);
+    Ok(found)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const LIMITS: Limits = Limits {
+        count: 5,
+        bytes: u64::MAX,
+    };
+
+    /// A real collection in `dir` whose `col.mod` is `modified`.
+    fn collection(dir: &Path, modified: i64) -> PathBuf {
+        let conn = super::super::open_or_create(dir).unwrap();
+        conn.execute("UPDATE col SET mod = ?", [modified]).unwrap();
+        super::super::checkpoint(&conn).unwrap();
+        drop(conn);
+        dir.join(super::super::FILE_NAME)
+    }
+
+    fn replace(dir: &Path, modified: i64) -> PathBuf {
+        let live = dir.join(super::super::FILE_NAME);
+        let raw = keep(dir, &live).unwrap();
+        fs::remove_file(&live).unwrap(); // a new file replaces the live one
+        let _ = fs::remove_file(dir.join("collection.anki2-wal"));
+        collection(dir, modified);
+        raw
+    }
+
     #[test]
-    fn snapshots_are_packed_and_pruned() {
+    fn snapshots_are_packed_with_their_info_and_pruned() {
         let dir = tempfile::tempdir().unwrap();
-        let live = dir.path().join("collection.anki2");
-        for i in 0..7u8 {
-            fs::write(&live, vec![i; 1000]).unwrap();
-            let raw = keep(dir.path(), &live).unwrap();
-            fs::remove_file(&live).unwrap(); // a new file replaces the live one
-            pack(&raw).unwrap();
+        collection(dir.path(), 100);
+        for i in 1..=7 {
+            let raw = replace(dir.path(), 100 + i);
+            pack(&raw, Kind::Upload, LIMITS).unwrap();
         }
-        let kept = packed(dir.path()).unwrap();
-        assert_eq!(kept.len(), KEEP);
-        // The newest snapshot holds the last collection replaced.
-        let newest = zstd::decode_all(File::open(kept.last().unwrap()).unwrap()).unwrap();
-        assert_eq!(newest, vec![6u8; 1000]);
+        let kept = list(dir.path()).unwrap();
+        assert_eq!(kept.len(), 5);
+        let newest = kept.last().unwrap();
+        let info = newest.info.clone().unwrap();
+        assert_eq!((info.kind, info.modified), (Kind::Upload, 106));
+        // Plain zstd tools (and our decoder) read it as the collection.
+        let mut out = Vec::new();
+        unpack(dir.path(), newest.id, &mut out).unwrap();
+        assert_eq!(&out[..16], b"SQLite format 3\0");
+        assert_eq!(out.len() as u64, info.bytes);
+        assert!(matches!(
+            unpack(dir.path(), 1, Vec::new()),
+            Err(SnapshotError::NotFound(1))
+        ));
+    }
+
+    #[test]
+    fn take_writes_only_when_something_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(take(dir.path(), LIMITS).unwrap(), Taken::NoCollection);
+        collection(dir.path(), 5);
+        let Taken::New(first) = take(dir.path(), LIMITS).unwrap() else {
+            panic!("no snapshot")
+        };
+        assert_eq!(take(dir.path(), LIMITS).unwrap(), Taken::Unchanged);
+        let conn = super::super::open(&dir.path().join(super::super::FILE_NAME)).unwrap();
+        conn.execute("UPDATE col SET mod = 6", []).unwrap();
+        // Taken beside an open connection, as beside a running server.
+        assert!(matches!(take(dir.path(), LIMITS).unwrap(), Taken::New(id) if id > first));
+        // An upload replacing the same state adds nothing either.
+        drop(conn);
+        let raw = replace(dir.path(), 7);
+        pack(&raw, Kind::Upload, LIMITS).unwrap();
+        assert_eq!(list(dir.path()).unwrap().len(), 2);
+        let names: Vec<_> = fs::read_dir(dir.path().join(DIR_NAME)).unwrap().collect();
+        assert_eq!(names.len(), 2, "no temps or raw files left");
+    }
+
+    #[test]
+    fn pruning_keeps_count_and_bytes_and_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = dir.path().join(DIR_NAME);
+        fs::create_dir_all(&snaps).unwrap();
+        for id in 1..=4 {
+            fs::write(snaps.join(format!("{id}.{PACKED_EXT}")), vec![0; 100]).unwrap();
+        }
+        prune(
+            &snaps,
+            Limits {
+                count: 3,
+                bytes: 250,
+            },
+        )
+        .unwrap();
+        let ids: Vec<i64> = list(dir.path()).unwrap().iter().map(|s| s.id).collect();
+        assert_eq!(ids, [3, 4]);
+        prune(&snaps, Limits { count: 0, bytes: 0 }).unwrap();
+        let ids: Vec<i64> = list(dir.path()).unwrap().iter().map(|s| s.id).collect();
+        assert_eq!(ids, [4]);
     }
 
     #[test]
     fn repair_packs_what_a_crash_left() {
         let dir = tempfile::tempdir().unwrap();
-        let live = dir.path().join("collection.anki2");
-        fs::write(&live, b"old").unwrap();
-        let raw = keep(dir.path(), &live).unwrap();
+        collection(dir.path(), 1);
+        let raw = replace(dir.path(), 2);
         fs::write(durable::temp_path(raw.parent().unwrap(), "snapshot"), b"x").unwrap();
-        repair(dir.path()).unwrap();
-        let names: Vec<_> = fs::read_dir(dir.path().join(DIR_NAME))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(names.len(), 1);
-        assert!(names[0].ends_with(".anki2.zst"), "{names:?}");
+        repair(dir.path(), LIMITS).unwrap();
+        let all = list(dir.path()).unwrap();
+        assert_eq!(all.len(), 1);
+        assert!(!all[0].raw);
+        assert_eq!(fs::read_dir(dir.path().join(DIR_NAME)).unwrap().count(), 1);
     }
 }

@@ -80,6 +80,7 @@ pub async fn upload(call: &mut Call, account: &Arc<Account>) -> Outcome<Response
     let (verdict_tx, verdict_rx) = smol::channel::bounded(1);
     let job = call.service.activity.begin_job();
     let activity = call.service.activity.clone();
+    let service = call.service.clone();
     let account = account.clone();
     smol::spawn(async move {
         let (verdict, snapshot) = check_and_install(&account, received).await;
@@ -91,7 +92,9 @@ pub async fn upload(call: &mut Call, account: &Arc<Account>) -> Outcome<Response
             // after answering and once requests calm down (the snapshot is
             // already safe as a hard link), holding the job so we stay up.
             activity.quiet(SNAPSHOT_CALM).await;
-            if let Err(e) = blocking(move || snapshots::pack(&raw)).await {
+            let limits = service.config.snapshots;
+            let kind = snapshots::Kind::Upload;
+            if let Err(e) = blocking(move || snapshots::pack(&raw, kind, limits)).await {
                 log::error!("{}: compressing a snapshot failed: {e}", account.name);
             }
         }

@@ -44,7 +44,7 @@ impl Service {
             let account = &known.account;
             std::fs::create_dir_all(&account.dir)?;
             crate::durable::sweep_temps(&account.dir)?;
-            snapshots::repair(&account.dir)?;
+            snapshots::repair(&account.dir, config.snapshots).map_err(io::Error::other)?;
             if let Some(seen) = seen.get(&account.name) {
                 account.saw(seen.clone());
             }
