@@ -63,6 +63,33 @@ pub fn sweep_temps(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Temp files in `dir` whose writer is gone: the process id in their name
+/// (see [`temp_path`]) no longer runs. A live process's temp is a write in
+/// progress, not litter.
+pub fn stale_temps(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(stem) = name.strip_suffix(TEMP_MARK) else {
+                return false;
+            };
+            let pid = stem
+                .rsplit_once('.')
+                .and_then(|(_, tail)| tail.split_once('-'))
+                .and_then(|(pid, _)| pid.parse::<u32>().ok());
+            match pid {
+                Some(pid) => !Path::new(&format!("/proc/{pid}")).exists(),
+                None => true,
+            }
+        })
+        .map(|entry| entry.path())
+        .collect()
+}
+
 /// Removes a file that may not exist.
 pub fn remove_if_present(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
@@ -88,4 +115,20 @@ pub fn replace(path: &Path, contents: &[u8]) -> io::Result<()> {
         let _ = remove_if_present(&temp);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_temps_of_dead_processes_are_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = temp_path(dir.path(), "upload");
+        fs::write(&ours, b"in progress").unwrap();
+        let dead = dir.path().join(format!("upload.4194303-1{TEMP_MARK}"));
+        fs::write(&dead, b"left by a crash").unwrap();
+        fs::write(dir.path().join("collection.anki2"), b"not a temp").unwrap();
+        assert_eq!(stale_temps(dir.path()), [dead]);
+    }
 }
