@@ -13,6 +13,7 @@
 
 pub mod account;
 pub mod auth;
+pub mod backup;
 pub mod cli;
 pub mod clock;
 pub mod collection;

@@ -38,6 +38,7 @@ class Server:
         for i, user in enumerate(self.users, 1):
             env[f"SYNC_USER{i}"] = user
         env.update(SYNC_BASE=str(self.data), SYNC_HOST="127.0.0.1", SYNC_PORT=str(self.port))
+        env["LEITNER_CONFIG"] = ""  # never this machine's /etc/leitner/leitner.conf
         env.update(self.extra_env)
         return env
 
@@ -91,6 +92,22 @@ class Server:
 
     def log(self) -> str:
         return "".join(self.lines)
+
+
+def leitner(server: Server, *args, stdin: str | None = None, check=True) -> subprocess.CompletedProcess:
+    """Runs a management command (`leitner user add ...`) with the server's
+    environment, as an admin would beside it."""
+    done = subprocess.run(
+        [str(BINARY), *map(str, args)],
+        env=server.env(),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"leitner {' '.join(map(str, args))} exited {done.returncode}:\n{done.stdout}{done.stderr}")
+    return done
 
 
 class OfficialServer(Server):

@@ -1,0 +1,254 @@
+//! `leitner status`: the server, the disk and every user at a glance.
+//! Reads only; safe beside a running server.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use lexopt::Arg::{Long, Short};
+use rusqlite::{Connection, OpenFlags};
+use serde::Serialize;
+
+use super::{context, help, human_bytes, print_table, utc_time, Error, Outcome};
+use crate::control;
+use crate::data_dir::SeenMap;
+
+const HELP: &str = "\
+usage: leitner status [--json]
+
+Prints the version, the data folder and the free space on its disk, whether
+the server runs (socket-activated and idle counts as running), and for each
+user: collection size, notes, cards, reviews, media files and bytes, when
+they last synced and with which client.
+
+--json  the same as one JSON object, for scripts (fields in the README)
+";
+
+/// What `status --json` prints. The field names are documented in the README.
+#[derive(Serialize)]
+struct Status {
+    version: String,
+    data_dir: String,
+    disk_free_bytes: u64,
+    disk_total_bytes: u64,
+    /// `running` (a server process answers), `idle` (socket-activated, no
+    /// process until the next connection) or `stopped`.
+    server: &'static str,
+    server_pid: Option<u32>,
+    users: Vec<UserStatus>,
+}
+
+#[derive(Serialize)]
+struct UserStatus {
+    name: String,
+    /// `store` or `SYNC_USERn`.
+    source: String,
+    collection_bytes: Option<u64>,
+    notes: Option<i64>,
+    cards: Option<i64>,
+    reviews: Option<i64>,
+    media_files: Option<i64>,
+    media_bytes: Option<i64>,
+    snapshots: usize,
+    /// Milliseconds since 1970.
+    last_sync_ms: Option<i64>,
+    last_sync_client: Option<String>,
+}
+
+pub(super) fn run(args: Vec<OsString>) -> Outcome {
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut json = false;
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("help") | Short('h') => return help(HELP),
+            Long("json") => json = true,
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    let config = context()?;
+    let server = control::server_status(&config.base).unwrap_or(None);
+    let (state, pid) = match &server {
+        Some(s) => ("running", Some(s.pid)),
+        None if socket_unit_active() => ("idle", None),
+        None => ("stopped", None),
+    };
+    let seen = match server {
+        Some(s) => s.seen,
+        None => crate::data_dir::load_seen(&config.base),
+    };
+    let (free, total) = disk_space(&config.base);
+    let users = super::all_users(&config)?
+        .into_iter()
+        .map(|(name, source)| user_status(&config.base, name, source, &seen))
+        .collect();
+    let status = Status {
+        version: env!("CARGO_PKG_VERSION").into(),
+        data_dir: config.base.display().to_string(),
+        disk_free_bytes: free,
+        disk_total_bytes: total,
+        server: state,
+        server_pid: pid,
+        users,
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status).map_err(|e| Error::failed(e.to_string()))?
+        );
+    } else {
+        print_text(&status);
+    }
+    Ok(())
+}
+
+fn print_text(s: &Status) {
+    println!("leitner {}", s.version);
+    println!(
+        "data     {} ({} free of {})",
+        s.data_dir,
+        human_bytes(s.disk_free_bytes),
+        human_bytes(s.disk_total_bytes)
+    );
+    let server = match (s.server, s.server_pid) {
+        ("running", Some(pid)) => format!("running (pid {pid})"),
+        ("idle", _) => "running (socket-activated, idle: starts on the next sync)".into(),
+        _ => "stopped".into(),
+    };
+    println!("server   {server}");
+    println!("users    {}", s.users.len());
+    if s.users.is_empty() {
+        return;
+    }
+    println!();
+    let num = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or_else(|| "-".into());
+    let rows: Vec<Vec<String>> = s
+        .users
+        .iter()
+        .map(|u| {
+            vec![
+                u.name.clone(),
+                u.source.clone(),
+                u.collection_bytes
+                    .map(human_bytes)
+                    .unwrap_or_else(|| "-".into()),
+                num(u.notes),
+                num(u.cards),
+                num(u.reviews),
+                match (u.media_files, u.media_bytes) {
+                    (Some(files), Some(bytes)) => {
+                        format!("{files} ({})", human_bytes(bytes.max(0) as u64))
+                    }
+                    _ => "-".into(),
+                },
+                u.snapshots.to_string(),
+                u.last_sync_ms
+                    .map(utc_time)
+                    .unwrap_or_else(|| "never".into()),
+                u.last_sync_client.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "USER",
+            "SOURCE",
+            "COLLECTION",
+            "NOTES",
+            "CARDS",
+            "REVIEWS",
+            "MEDIA",
+            "SNAPSHOTS",
+            "LAST SYNC",
+            "CLIENT",
+        ],
+        &rows,
+    );
+}
+
+fn user_status(base: &Path, name: String, source: String, seen: &SeenMap) -> UserStatus {
+    let dir = crate::data_dir::user_dir(base, &name);
+    let counts = read_only(&dir.join(crate::collection::FILE_NAME)).and_then(|conn| {
+        let count = |table: &str| -> Option<i64> {
+            conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                .ok()
+        };
+        Some((count("notes")?, count("cards")?, count("revlog")?))
+    });
+    let media = read_only(&dir.join(crate::media::store::DB_NAME)).and_then(|conn| {
+        conn.query_row(
+            "SELECT total_nonempty_files, total_bytes FROM meta",
+            [],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+        )
+        .ok()
+    });
+    let last = seen.get(&name);
+    UserStatus {
+        collection_bytes: collection_bytes(&dir),
+        notes: counts.map(|c| c.0),
+        cards: counts.map(|c| c.1),
+        reviews: counts.map(|c| c.2),
+        media_files: media.map(|m| m.0),
+        media_bytes: media.map(|m| m.1),
+        snapshots: crate::collection::snapshots::list(&dir)
+            .map(|l| l.len())
+            .unwrap_or(0),
+        last_sync_ms: last.map(|s| s.at),
+        last_sync_client: last.map(|s| s.client.clone()),
+        name,
+        source,
+    }
+}
+
+/// A database opened for reading beside the server; `None` if absent.
+fn read_only(path: &Path) -> Option<Connection> {
+    if !path.exists() {
+        return None;
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .ok()?;
+    crate::collection::register_unicase(&conn).ok()?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).ok()?;
+    Some(conn)
+}
+
+/// The collection's size on disk, its write-ahead log included.
+pub(super) fn collection_bytes(dir: &Path) -> Option<u64> {
+    let main = std::fs::metadata(dir.join(crate::collection::FILE_NAME)).ok()?;
+    let wal = std::fs::metadata(dir.join(format!("{}-wal", crate::collection::FILE_NAME)))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    Some(main.len() + wal)
+}
+
+/// When each user last synced: the running server knows best; otherwise
+/// what it saved when it last stopped.
+pub(super) fn last_seen(base: &Path) -> SeenMap {
+    match control::server_status(base) {
+        Ok(Some(status)) => status.seen,
+        _ => crate::data_dir::load_seen(base),
+    }
+}
+
+// The block counts are 32 bits wide on 32-bit ARM, 64 elsewhere.
+#[allow(clippy::unnecessary_cast)]
+fn disk_space(path: &Path) -> (u64, u64) {
+    match nix::sys::statvfs::statvfs(path) {
+        Ok(s) => (
+            s.blocks_available() as u64 * s.fragment_size() as u64,
+            s.blocks() as u64 * s.fragment_size() as u64,
+        ),
+        Err(_) => (0, 0),
+    }
+}
+
+/// Whether systemd listens for leitner (so a stopped process is only idle).
+fn socket_unit_active() -> bool {
+    std::process::Command::new("systemctl")
+        .args(["is-active", "--quiet", "leitner.socket"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
