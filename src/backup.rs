@@ -180,12 +180,12 @@ fn place(path: &Path) -> Result<PathBuf, BackupError> {
 /// place first. Files are written, not yet flushed: the caller flushes the
 /// file system once. Returns the manifest. Blocking.
 pub fn extract(
-    archive: &Path,
+    archive: File,
     into: &Path,
     mut progress: impl FnMut(u64),
 ) -> Result<Manifest, BackupError> {
-    let decoder = zstd::stream::read::Decoder::new(File::open(archive)?)
-        .map_err(|e| invalid(format!("not zstd: {e}")))?;
+    let decoder =
+        zstd::stream::read::Decoder::new(archive).map_err(|e| invalid(format!("not zstd: {e}")))?;
     let mut tar = tar::Archive::new(decoder);
     let mut manifest = None;
     let mut done = 0u64;
@@ -263,7 +263,7 @@ mod tests {
         writer.finish().unwrap();
         let out = dir.path().join("out");
         std::fs::create_dir(&out).unwrap();
-        let read = extract(&dest, &out, |_| {}).unwrap();
+        let read = extract(File::open(&dest).unwrap(), &out, |_| {}).unwrap();
         assert_eq!(read.users, ["alice"]);
         assert_eq!(
             std::fs::read(out.join("alice/collection.anki2")).unwrap(),

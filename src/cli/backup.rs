@@ -73,9 +73,47 @@ pub(super) fn backup(args: Vec<OsString>) -> Outcome {
         users: users.clone(),
     };
     let failed = |what: &str, e: &dyn std::fmt::Display| Error::failed(format!("{what}: {e}"));
-    let mut writer = backup::Writer::create(&dest, &manifest)
+    let mut writer = super::as_root(|| backup::Writer::create(&dest, &manifest))
         .map_err(|e| failed(&dest.display().to_string(), &e))?;
-    let scratch = dest.parent().unwrap_or(Path::new(".")).to_owned();
+    let result = write_users(&config, &coordinator, &users, &mut writer);
+    // The archive's own folder may be one only root can write to.
+    let dest = super::as_root(|| match result {
+        Ok(missing) => writer
+            .finish()
+            .map(|dest| (dest, missing))
+            .map_err(|e| failed("finishing the archive", &e)),
+        Err(e) => {
+            drop(writer);
+            Err(e)
+        }
+    });
+    let (dest, (bytes, missing)) = dest?;
+    let size = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "backup of {} user(s) in {} ({} of data, {} compressed)",
+        users.len(),
+        dest.display(),
+        human_bytes(bytes),
+        human_bytes(size)
+    );
+    if missing > 0 {
+        println!("{missing} media file(s) were missing (see above); `leitner check` tells more");
+    }
+    Ok(())
+}
+
+/// Adds the users store and every user to the archive; returns the bytes
+/// added and how many media files were missing.
+fn write_users(
+    config: &Config,
+    coordinator: &Coordinator,
+    users: &[String],
+    writer: &mut backup::Writer,
+) -> Result<(u64, usize), Error> {
+    let failed = |what: &str, e: &dyn std::fmt::Display| Error::failed(format!("{what}: {e}"));
+    // Copies wait in the data folder (the service's to write), each for a
+    // moment, before they go into the archive.
+    let scratch = config.base.clone();
     let mut progress = Progress::new();
     let users_file = crate::users::path(&config.base);
     if users_file.exists() {
@@ -84,7 +122,7 @@ pub(super) fn backup(args: Vec<OsString>) -> Outcome {
             .map_err(|e| failed("the users store", &e))?;
     }
     let mut missing = 0;
-    for name in &users {
+    for name in users {
         let dir = data_dir::user_dir(&config.base, name);
         let live = dir.join(collection::FILE_NAME);
         if live.exists() {
@@ -99,7 +137,7 @@ pub(super) fn backup(args: Vec<OsString>) -> Outcome {
                 });
             let _ = durable::remove_if_present(&copy);
             copied?;
-            progress.tick(name, &writer);
+            progress.tick(name, writer);
         }
         if media::Store::exists(&dir) {
             // The media database and folder change together: copy both
@@ -133,7 +171,7 @@ pub(super) fn backup(args: Vec<OsString>) -> Outcome {
                         }
                         Err(e) => return Err(failed(&format!("archiving {file:?}"), &e)),
                     }
-                    progress.tick(name, &writer);
+                    progress.tick(name, writer);
                 }
                 Ok(())
             })();
@@ -142,22 +180,7 @@ pub(super) fn backup(args: Vec<OsString>) -> Outcome {
             result?;
         }
     }
-    let bytes = writer.added;
-    let dest = writer
-        .finish()
-        .map_err(|e| failed("finishing the archive", &e))?;
-    let size = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
-    println!(
-        "backup of {} user(s) in {} ({} of data, {} compressed)",
-        users.len(),
-        dest.display(),
-        human_bytes(bytes),
-        human_bytes(size)
-    );
-    if missing > 0 {
-        println!("{missing} media file(s) were missing (see above); `leitner check` tells more");
-    }
-    Ok(())
+    Ok((writer.added, missing))
 }
 
 /// A progress line every few seconds, once a run takes long enough to want one.
@@ -199,13 +222,16 @@ pub(super) fn restore(args: Vec<OsString>) -> Outcome {
         }
     }
     let archive = archive.ok_or_else(|| Error::usage("restore-backup: which archive?"))?;
-    if !archive.is_file() {
+    let config = context()?;
+    // The archive may be where only root can read it.
+    let file = super::as_root(|| std::fs::File::open(&archive))
+        .map_err(|e| Error::failed(format!("{}: {e}", archive.display())))?;
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
         return Err(Error::failed(format!(
             "{} is not a file",
             archive.display()
         )));
     }
-    let config = context()?;
     std::fs::create_dir_all(&config.base)
         .map_err(|e| Error::failed(format!("{}: {e}", config.base.display())))?;
     let coordinator = Coordinator::new(&config.base).map_err(|e| Error::failed(e.to_string()))?;
@@ -234,7 +260,7 @@ pub(super) fn restore(args: Vec<OsString>) -> Outcome {
         .join(format!("leitner-restoring-{}", crate::clock::now_millis()));
     std::fs::create_dir(&staging)
         .map_err(|e| Error::failed(format!("{}: {e}", staging.display())))?;
-    let result = unpack_and_check(&archive, &staging).and_then(|manifest| {
+    let result = unpack_and_check(file, &archive, &staging).and_then(|manifest| {
         move_in(&config, &staging, &present, &manifest)?;
         Ok(manifest)
     });
@@ -270,9 +296,13 @@ fn present_users(config: &Config) -> Result<Vec<String>, Error> {
     Ok(present)
 }
 
-fn unpack_and_check(archive: &Path, staging: &Path) -> Result<Manifest, Error> {
+fn unpack_and_check(
+    file: std::fs::File,
+    archive: &Path,
+    staging: &Path,
+) -> Result<Manifest, Error> {
     let mut last = Instant::now();
-    let manifest = backup::extract(archive, staging, |done| {
+    let manifest = backup::extract(file, staging, |done| {
         if last.elapsed() >= Duration::from_secs(3) {
             last = Instant::now();
             eprintln!("restore-backup: {} unpacked", human_bytes(done));

@@ -156,8 +156,11 @@ pub(crate) fn context() -> Result<Config, Error> {
     Ok(config)
 }
 
+/// The owner a command started as root acts as (see [`as_root`]).
+static ACTING_AS: std::sync::OnceLock<nix::unistd::Uid> = std::sync::OnceLock::new();
+
 fn become_owner(base: &Path) -> Result<(), Error> {
-    use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
+    use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
     use std::os::unix::fs::MetadataExt;
     if !Uid::effective().is_root() {
         return Ok(());
@@ -169,15 +172,33 @@ fn become_owner(base: &Path) -> Result<(), Error> {
         return Ok(());
     }
     let (uid, gid) = (Uid::from_raw(meta.uid()), Gid::from_raw(meta.gid()));
+    // Root stays the saved user id, for the one thing that needs it: the
+    // backup archive, which an admin puts wherever root may write.
     setgroups(&[gid])
-        .and_then(|()| setgid(gid))
-        .and_then(|()| setuid(uid))
+        .and_then(|()| setresgid(gid, gid, gid))
+        .and_then(|()| setresuid(uid, uid, Uid::from_raw(0)))
         .map_err(|e| {
             Error::failed(format!(
                 "cannot act as the owner of {} (uid {uid}): {e}",
                 base.display()
             ))
-        })
+        })?;
+    let _ = ACTING_AS.set(uid);
+    Ok(())
+}
+
+/// Runs `work` with root's rights if the command was started as root (and
+/// acts as the data folder's owner meanwhile); plainly otherwise. Only for
+/// files outside the data folder: the backup archive.
+pub(crate) fn as_root<T>(work: impl FnOnce() -> T) -> T {
+    use nix::unistd::{seteuid, Uid};
+    let Some(&uid) = ACTING_AS.get() else {
+        return work();
+    };
+    let _ = seteuid(Uid::from_raw(0));
+    let result = work();
+    seteuid(uid).expect("giving root's rights back");
+    result
 }
 
 /// A name given on the command line that must be a user's: checked as a

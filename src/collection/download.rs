@@ -3,7 +3,7 @@
 //! The caller holds the user's lock for as long as the stream runs: nothing
 //! of this user writes meanwhile, so the checkpointed main file is a
 //! consistent copy without spending an extra copy's worth of SD-card writes.
-//! The file goes out through [`crate::framing::Encoded`].
+//! The HTTP layer encodes the file as it streams.
 
 use std::fs::File;
 

@@ -2,6 +2,7 @@
 check` beside real clients (issue 9)."""
 
 import hashlib
+import os
 import json
 import signal
 import sqlite3
@@ -322,3 +323,42 @@ def test_every_command_has_help_that_matches_the_readme(server):
             if line.startswith(("usage:", "       leitner")):
                 usage = line.replace("usage:", "").strip()
                 assert usage in readme, f"README lacks: {usage}"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, as `sudo leitner` on the appliance")
+def test_as_root_a_command_acts_as_the_data_owner(server_factory):
+    # The service's user owns the data; the admin runs `sudo leitner ...`.
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    owner = 65534  # nobody
+    # Like /var/lib: a folder the owner can reach (pytest's is root's alone).
+    tmp_path = Path(tempfile.mkdtemp(prefix="leitner-owner-"))
+    tmp_path.chmod(0o755)
+    try:
+        as_owner(server_factory, tmp_path, owner)
+    finally:
+        shutil.rmtree(tmp_path)
+
+
+def as_owner(server_factory, tmp_path, owner):
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    os.chown(data, owner, owner)
+    server = server_factory(users=(), data=data)
+    leitner(server, "user", "add", "eve", "--password-stdin", stdin="pw\n")
+    for path in [data / "leitner-users.json", data / "eve"]:
+        assert path.stat().st_uid == owner, path
+    # The archive goes where only root may write; reading it back likewise.
+    vault = tmp_path / "vault"
+    vault.mkdir(mode=0o700)
+    leitner(server, "backup", vault / "b.tar.zst")
+    assert (vault / "b.tar.zst").stat().st_uid == 0
+    assert [p.name for p in data.iterdir() if "tmp" in p.name] == []
+    other = tmp_path / "other"
+    other.mkdir(mode=0o700)
+    os.chown(other, owner, owner)
+    restored = Server(other, users=())
+    leitner(restored, "restore-backup", vault / "b.tar.zst")
+    assert all(p.stat().st_uid == owner for p in other.rglob("*")), list(other.rglob("*"))
