@@ -79,14 +79,27 @@ fn refuse_env_user(config: &Config, name: &str, action: &str) -> Outcome {
     Ok(())
 }
 
-fn password(name: &str, stdin: bool) -> Result<String, Error> {
+/// Asks for (or reads) a new password and hashes it.
+fn new_hash(name: &str, stdin: bool) -> Result<String, Error> {
     let password = if stdin {
         terminal::password_from_stdin()?
     } else {
         terminal::new_password(name)?
     };
     users::check_password(&password).map_err(Error::failed)?;
-    Ok(password)
+    users::hash_password(&password).map_err(|e| Error::failed(e.to_string()))
+}
+
+/// Whether the users store holds `name`.
+fn stored(config: &Config, name: &str) -> Result<bool, Error> {
+    Ok(users::load(&config.base)
+        .map_err(store_error)?
+        .iter()
+        .any(|u| u.name == name))
+}
+
+fn no_such_user(name: &str) -> Error {
+    Error::failed(format!("there is no user '{name}' in the users store"))
 }
 
 fn store_error(e: UsersError) -> Error {
@@ -95,17 +108,12 @@ fn store_error(e: UsersError) -> Error {
 
 fn add(config: &Config, name: &str, stdin: bool) -> Outcome {
     refuse_env_user(config, name, "change")?;
-    if users::load(&config.base)
-        .map_err(store_error)?
-        .iter()
-        .any(|u| u.name == name)
-    {
+    if stored(config, name)? {
         return Err(Error::failed(format!(
             "user '{name}' exists (to change the password: leitner user passwd {name})"
         )));
     }
-    let password = password(name, stdin)?;
-    let hash = users::hash_password(&password).map_err(|e| Error::failed(e.to_string()))?;
+    let hash = new_hash(name, stdin)?;
     std::fs::create_dir_all(&config.base)
         .map_err(|e| Error::failed(format!("{}: {e}", config.base.display())))?;
     users::edit(&config.base, |list| {
@@ -136,17 +144,10 @@ fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
 
 fn passwd(config: &Config, name: &str, stdin: bool) -> Outcome {
     refuse_env_user(config, name, "change")?;
-    if !users::load(&config.base)
-        .map_err(store_error)?
-        .iter()
-        .any(|u| u.name == name)
-    {
-        return Err(Error::failed(format!(
-            "there is no user '{name}' in the users store"
-        )));
+    if !stored(config, name)? {
+        return Err(no_such_user(name));
     }
-    let password = password(name, stdin)?;
-    let hash = users::hash_password(&password).map_err(|e| Error::failed(e.to_string()))?;
+    let hash = new_hash(name, stdin)?;
     users::edit(&config.base, |list| {
         let user = list
             .iter_mut()
@@ -162,14 +163,8 @@ fn passwd(config: &Config, name: &str, stdin: bool) -> Outcome {
 
 fn remove(config: &Config, name: &str, delete_data: bool, yes: bool) -> Outcome {
     refuse_env_user(config, name, "remove")?;
-    if !users::load(&config.base)
-        .map_err(store_error)?
-        .iter()
-        .any(|u| u.name == name)
-    {
-        return Err(Error::failed(format!(
-            "there is no user '{name}' in the users store"
-        )));
+    if !stored(config, name)? {
+        return Err(no_such_user(name));
     }
     let dir = crate::data_dir::user_dir(&config.base, name);
     if delete_data
