@@ -69,6 +69,15 @@ impl Account {
         self.state.lock_arc().await
     }
 
+    /// Whether a request or a normal sync of this user is under way, without
+    /// waiting: a held lock counts as under way.
+    pub fn busy(&self, idle: std::time::Duration) -> bool {
+        match self.state.try_lock() {
+            Some(state) => state.syncing(idle),
+            None => true,
+        }
+    }
+
     /// Waits for this user's other media requests. Holds `None` until the
     /// store is first opened (see [`open_media`]).
     pub async fn lock_media(&self) -> MutexGuardArc<Option<media::Store>> {

@@ -31,6 +31,9 @@ const STALL_LIMIT: Duration = Duration::from_secs(120);
 /// How long SIGTERM waits for requests in flight before leaving anyway.
 const DRAIN_LIMIT: Duration = Duration::from_secs(60);
 
+/// How long SIGHUP waits for a moment without syncs before leaving anyway.
+const CALM_LIMIT: Duration = Duration::from_secs(600);
+
 /// Counts requests and background jobs in flight, and when the last ended.
 pub struct Activity {
     requests: AtomicUsize,
@@ -123,29 +126,52 @@ impl Drop for ActivityGuard {
     }
 }
 
-/// Runs the server until SIGTERM/SIGINT, or until idle when socket-activated.
+/// Why the server should stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopSignal {
+    /// SIGTERM or SIGINT: finish the requests in flight, then exit.
+    Now(&'static str),
+    /// SIGHUP (`systemctl reload`, which a package upgrade sends): keep
+    /// serving until no sync is in progress, then exit; systemd's socket
+    /// keeps the port and starts the new binary on the next connection.
+    WhenCalm,
+}
+
+/// Runs the server until SIGTERM/SIGINT, a calm moment after SIGHUP, or
+/// until idle when socket-activated.
 pub fn run(config: Config, listener: Listener) -> io::Result<()> {
-    let mut signals = Signals::new([Signal::Term, Signal::Int])?;
-    let stop = async move {
-        match signals.next().await {
-            Some(Ok(Signal::Int)) => "SIGINT",
-            _ => "SIGTERM",
+    let mut signals = Signals::new([Signal::Term, Signal::Int, Signal::Hup])?;
+    let (tx, rx) = smol::channel::unbounded();
+    let forward = async move {
+        while let Some(Ok(signal)) = signals.next().await {
+            let stop = match signal {
+                Signal::Int => StopSignal::Now("SIGINT"),
+                Signal::Hup => StopSignal::WhenCalm,
+                _ => StopSignal::Now("SIGTERM"),
+            };
+            if tx.send(stop).await.is_err() {
+                break;
+            }
         }
     };
-    smol::block_on(serve(config, listener, stop))
+    smol::block_on(async {
+        let _forward = smol::spawn(forward);
+        serve(config, listener, rx).await
+    })
 }
 
 enum Event {
     Connection(io::Result<(TcpStream, std::net::SocketAddr)>),
+    Signal(StopSignal),
     Stop(&'static str),
 }
 
-/// Serves until `stop` completes (with the reason to log), or until idle when
-/// the listener came from systemd.
+/// Serves until `signals` says stop, or until idle when the listener came
+/// from systemd.
 pub async fn serve(
     config: Config,
     listener: Listener,
-    stop: impl Future<Output = &'static str>,
+    signals: Receiver<StopSignal>,
 ) -> io::Result<()> {
     let activity = Arc::new(Activity::new());
     let idle_exit = if listener.activated {
@@ -174,7 +200,7 @@ pub async fn serve(
         listener.activated,
     ));
     let socket = TcpListener::try_from(listener.socket)?;
-    let mut stop = std::pin::pin!(stop);
+    let mut calm_deadline: Option<Instant> = None;
     // Closing this channel tells every connection to stop taking requests.
     let (stop_tx, stop_rx): (Sender<()>, Receiver<()>) = smol::channel::bounded(1);
 
@@ -189,15 +215,31 @@ pub async fn serve(
 
     let reason = loop {
         let accept = async { Event::Connection(socket.accept().await) };
-        let signal = async { Event::Stop(stop.as_mut().await) };
+        let signal = async {
+            match signals.recv().await {
+                Ok(stop) => Event::Signal(stop),
+                Err(_) => pending().await,
+            }
+        };
         let idle = async {
-            let Some(limit) = idle_exit else {
+            if idle_exit.is_none() && calm_deadline.is_none() {
                 return pending().await;
-            };
+            }
             loop {
                 Timer::after(Duration::from_secs(1)).await;
-                if activity.idle_for().is_some_and(|idle| idle >= limit) {
-                    return Event::Stop("idle");
+                let idle = activity.idle_for();
+                if let (Some(limit), Some(idle)) = (idle_exit, idle) {
+                    if idle >= limit {
+                        return Event::Stop("idle");
+                    }
+                }
+                if let Some(deadline) = calm_deadline {
+                    if idle.is_some() && !service.syncing() {
+                        return Event::Stop("asked to restart between syncs");
+                    }
+                    if Instant::now() > deadline {
+                        return Event::Stop("asked to restart; syncs went on too long");
+                    }
                 }
             }
         };
@@ -212,7 +254,11 @@ pub async fn serve(
                 log::warn!("accept failed: {e}");
                 Timer::after(Duration::from_millis(100)).await;
             }
-            Event::Stop(reason) => break reason,
+            Event::Signal(StopSignal::Now(reason)) | Event::Stop(reason) => break reason,
+            Event::Signal(StopSignal::WhenCalm) => {
+                log::info!("asked to restart: exiting once no sync is in progress");
+                calm_deadline.get_or_insert(Instant::now() + CALM_LIMIT);
+            }
         }
     };
 

@@ -34,11 +34,10 @@ fn start(extra: &[(&str, &str)]) -> Server {
         activated: false,
     };
     std::thread::spawn(move || {
-        smol::block_on(leitner::server::serve(
-            config,
-            listener,
-            std::future::pending(),
-        ))
+        // No signals: the sender goes at once, which the server reads as
+        // "none will come".
+        let (_, signals) = smol::channel::unbounded();
+        smol::block_on(leitner::server::serve(config, listener, signals))
     });
     Server { addr, _data: data }
 }

@@ -71,6 +71,16 @@ impl Service {
         all
     }
 
+    /// Whether any user is in the middle of a sync (between requests of a
+    /// normal sync counts), so the process must not exit yet.
+    pub fn syncing(&self) -> bool {
+        let idle = self.config.sync_idle;
+        self.users
+            .all()
+            .iter()
+            .any(|known| known.account.busy(idle))
+    }
+
     /// Decompressed size limit for a collection upload, as the official
     /// server applies it: three times `MAX_SYNC_PAYLOAD_MEGS`.
     pub fn collection_limit(&self) -> u64 {

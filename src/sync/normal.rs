@@ -63,6 +63,14 @@ impl AccountState {
     pub fn has_session(&self) -> bool {
         self.session.is_some()
     }
+
+    /// Whether a normal sync is under way: started, and touched within
+    /// `idle` (an older one is abandoned and will be rolled back).
+    pub fn syncing(&self, idle: Duration) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|s| s.touched.elapsed() <= idle)
+    }
 }
 
 #[derive(Deserialize)]

@@ -213,3 +213,28 @@ def test_a_download_is_consistent_while_an_upload_waits(server, tmp_path):
     assert check.col.note_count() == 1
     new.close()
     check.close()
+
+
+def test_sighup_exits_between_syncs_not_during_one(server, tmp_path):
+    """A package upgrade sends SIGHUP (systemctl reload): the server finishes
+    the sync in progress, then exits; systemd's socket starts the new binary."""
+    import json
+
+    from harness import sync_post
+
+    dev = Device(tmp_path / "a")
+    auth = dev.login(server)
+    dev.col.add_note(dev.col.new_note(dev.col.models.by_name("Basic")), 1)
+    dev.full_sync(auth, upload=True)
+    dev.close()
+    # A normal sync started and not finished: one transaction across requests.
+    status, _ = sync_post(server, "/sync/start", json.dumps({"minUsn": 0, "lnewer": False}).encode(), ALICE_KEY)
+    assert status == 200
+    server.proc.send_signal(signal.SIGHUP)
+    time.sleep(3)
+    assert server.proc.poll() is None, "exited in the middle of a sync"
+    status, _ = sync_post(server, "/sync/abort", b"{}", ALICE_KEY)
+    assert status == 200
+    assert wait_for(lambda: server.proc.poll() is not None, timeout=10)
+    assert server.proc.returncode == 0
+    assert "asked to restart between syncs" in server.log()
