@@ -229,7 +229,9 @@ pub async fn serve(
                 Timer::after(Duration::from_secs(1)).await;
                 let idle = activity.idle_for();
                 if let (Some(limit), Some(idle)) = (idle_exit, idle) {
-                    if idle >= limit {
+                    // Between two requests of a normal sync is not idle:
+                    // exiting would roll the sync back.
+                    if idle >= limit && !service.syncing() {
                         return Event::Stop("idle");
                     }
                 }

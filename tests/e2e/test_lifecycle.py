@@ -17,6 +17,14 @@ Changes = SyncCollectionResponse.ChangesRequired
 ALICE_KEY = "6985e52cea44a28695d5c440bd42f57e9f50b7b1"
 
 
+def activated(server, listener):
+    """Starts `server` as systemd would: the listening socket as fd 3,
+    LISTEN_FDS=1, and LISTEN_PID naming the process (bash's pid, kept
+    across exec)."""
+    argv = ["bash", "-c", 'exec 3<&"$1"; LISTEN_PID=$$ LISTEN_FDS=1 exec "$0"', str(BINARY), str(listener.fileno())]
+    return server.start(argv, pass_fds=(listener.fileno(),))
+
+
 def test_socket_activation_and_idle_exit(server_factory, tmp_path):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -25,10 +33,7 @@ def test_socket_activation_and_idle_exit(server_factory, tmp_path):
     server = server_factory(env={"LEITNER_IDLE_EXIT_SECS": "2"}, port=9)  # SYNC_PORT must be ignored
 
     def activate():
-        # Like systemd: the listening socket as fd 3, LISTEN_FDS=1, and
-        # LISTEN_PID naming the process (bash's pid, kept across exec).
-        argv = ["bash", "-c", 'exec 3<&"$1"; LISTEN_PID=$$ LISTEN_FDS=1 exec "$0"', str(BINARY), str(listener.fileno())]
-        return server.start(argv, pass_fds=(listener.fileno(),))
+        return activated(server, listener)
 
     activate()
     assert server.port == port
@@ -238,3 +243,31 @@ def test_sighup_exits_between_syncs_not_during_one(server, tmp_path):
     assert wait_for(lambda: server.proc.poll() is not None, timeout=10)
     assert server.proc.returncode == 0
     assert "asked to restart between syncs" in server.log()
+
+
+def test_idle_exit_waits_for_a_normal_sync_between_its_requests(server_factory, tmp_path):
+    import json
+
+    from harness import sync_post
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    server = server_factory(env={"LEITNER_IDLE_EXIT_SECS": "1"})
+    activated(server, listener)
+    dev = Device(tmp_path / "a")
+    auth = dev.login(server)
+    dev.col.add_note(dev.col.new_note(dev.col.models.by_name("Basic")), 1)
+    dev.full_sync(auth, upload=True)
+    dev.close()
+    # A client computing its next chunk: no request in flight, a sync open.
+    status, _ = sync_post(server, "/sync/start", json.dumps({"minUsn": 0, "lnewer": False}).encode(), ALICE_KEY)
+    assert status == 200
+    time.sleep(3)
+    assert server.proc.poll() is None, "exited in the middle of a sync"
+    status, _ = sync_post(server, "/sync/abort", b"{}", ALICE_KEY)
+    assert status == 200
+    proc = server.proc
+    assert wait_for(lambda: proc.poll() is not None, timeout=10)
+    assert "stopping (idle)" in server.log()
+    listener.close()
