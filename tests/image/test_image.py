@@ -1,0 +1,255 @@
+"""The flashable image, booted under qemu-system-aarch64 (issue 11).
+
+Run by image/test. The tests share one device and go in file order, as its
+owner would: first boot from a card with leitner.txt filled in, syncing,
+ssh, an idle spell, a reboot, a power cut in the middle of a sync.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+from anki.sync_pb2 import SyncAuth, SyncCollectionResponse  # noqa: E402
+
+from harness import Device, assert_same, free_port, make_rich_collection, wait_for  # noqa: E402
+
+Changes = SyncCollectionResponse.ChangesRequired
+IMAGE = os.environ.get("LEITNER_IMAGE")
+WORK = Path(__file__).resolve().parents[2] / "target" / "image-test"
+BOOT_OFFSET = 8192 * 512  # the FAT partition, as image/build lays it out
+FIGURES: dict[str, str] = {}
+pytestmark = pytest.mark.skipif(not IMAGE, reason="run by image/test")
+
+
+class Pi:
+    """The emulated board: its card (a copy of the image) and its power."""
+
+    def __init__(self):
+        WORK.mkdir(parents=True, exist_ok=True)
+        self.card = WORK / "card.img"
+        self.key = WORK / "id_ed25519"
+        self.ssh_port, self.http_port = free_port(), free_port()
+        self.proc = None
+        self.boots = 0
+
+    def flash(self):
+        """As a user would: write the image, then edit leitner.txt on BOOT."""
+        with open(self.card, "wb") as out:
+            subprocess.run(["xz", "-dc", IMAGE], stdout=out, check=True)
+        if not self.key.exists():
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)], check=True)
+        config = WORK / "leitner.txt"
+        pub = Path(f"{self.key}.pub").read_text().strip()
+        config.write_text(
+            "# edited on a laptop\r\n"
+            "hostname=leitner-test\r\n"
+            "user=alice:secret\r\n"
+            f"ssh_key={pub}\r\n"
+            "timezone=Europe/Berlin\r\n"
+            "this line is a mistake\r\n"
+        )
+        self.mtools("mcopy", "-o", str(config), "::leitner.txt")
+        # A card larger than the image: the data partition grows into it.
+        subprocess.run(["qemu-img", "resize", "-q", "-f", "raw", str(self.card), "+1G"], check=True)
+
+    def mtools(self, *args, text=False):
+        command, *rest = args
+        return subprocess.run([command, "-i", f"{self.card}@@{BOOT_OFFSET}", *rest], check=True,
+                              capture_output=True, env={**os.environ, "MTOOLS_SKIP_CHECK": "1"},
+                              text=text).stdout
+
+    def power_on(self):
+        """Boots as the Pi's firmware does: the kernel, initrd and command
+        line from the boot partition as they are now."""
+        for name, src in [("vmlinuz", "::vmlinuz-*"), ("initrd", "::initrd.img-*")]:
+            listing = self.mtools("mdir", "-b", "::", text=True).split()
+            match = [f for f in listing if Path(f).name.startswith(src[2:-1])]
+            self.mtools("mcopy", "-o", "-n", match[0], str(WORK / name))
+        cmdline = self.mtools("mtype", "::cmdline.txt", text=True).replace("\r", "").replace("\n", " ")
+        self.serial = WORK / f"serial-{self.boots}.log"
+        self.boots += 1
+        self.proc = subprocess.Popen([
+            "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1024",
+            "-accel", "tcg,thread=multi", "-kernel", str(WORK / "vmlinuz"), "-initrd", str(WORK / "initrd"),
+            "-append", f"{cmdline} console=ttyAMA0",
+            "-drive", f"if=none,file={self.card},format=raw,id=d0", "-device", "virtio-blk-pci,drive=d0",
+            "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.http_port}-:8080,"
+                       f"hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22",
+            "-device", "virtio-net-pci,netdev=n0,romfile=",
+            "-display", "none", "-serial", f"file:{self.serial}", "-monitor", "none", "-no-reboot",
+        ])
+        started = time.monotonic()
+        # The forwarder accepts before the guest listens: wait for real answers.
+        assert wait_for(lambda: self.ssh("true", check=False).returncode == 0, timeout=300, step=2), \
+            self.serial.read_text()[-4000:]
+        return time.monotonic() - started
+
+    def cut_power(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def shut_down(self):
+        self.ssh("sudo systemctl poweroff", check=False)
+        self.proc.wait(timeout=120)
+
+    def ssh(self, command: str, check=True) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+             "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10", "-i", str(self.key), "-p", str(self.ssh_port),
+             "admin@127.0.0.1", command], capture_output=True, text=True, timeout=300)
+        if check and done.returncode != 0:
+            raise AssertionError(f"{command}: exit {done.returncode}\n{done.stdout}{done.stderr}")
+        return done
+
+    @property
+    def endpoint(self):
+        return f"http://127.0.0.1:{self.http_port}/"
+
+    def data_sectors_written(self) -> int:
+        return int(self.ssh("cat /sys/block/vda/vda3/stat").stdout.split()[6])
+
+
+@pytest.fixture(scope="module")
+def pi():
+    board = Pi()
+    board.flash()
+    yield board
+    if board.proc and board.proc.poll() is None:
+        board.cut_power()
+    print("\nfigures:", FIGURES)
+
+
+class State:
+    pass
+
+
+def login(dev: Device, pi: Pi) -> SyncAuth:
+    hkey = dev.col.sync_login(username="alice", password="secret", endpoint=pi.endpoint).hkey
+    return SyncAuth(hkey=hkey, endpoint=pi.endpoint, io_timeout_secs=120)
+
+
+def test_first_boot_applies_leitner_txt(pi, tmp_path_factory):
+    started = time.monotonic()
+    FIGURES["first boot to ssh"] = f"{pi.power_on():.0f} s"
+    assert pi.ssh("pgrep -x leitner", check=False).returncode != 0, "runs before any connection"
+    assert pi.ssh("hostname").stdout.strip() == "leitner-test"
+    assert pi.ssh("readlink -f /etc/localtime").stdout.strip().endswith("Europe/Berlin")
+    journal = pi.ssh("sudo journalctl -b -u leitner-firstboot --no-pager").stdout
+    assert "line 6: expected KEY=VALUE" in journal
+    card = pi.ssh("sudo cat /boot/firmware/leitner.txt").stdout
+    assert "secret" not in card and "user alice: set up on this device" in card
+    # The first sync, as soon as the board answers.
+    State.tmp = tmp_path_factory.mktemp("devices")
+    a = Device(State.tmp / "a")
+    make_rich_collection(a.col, notes=200, reviews=100)
+    for i in range(5):
+        (a.media_dir / f"pic{i}.jpg").write_bytes(bytes([i]) * (2000 + i))
+    State.auth = login(a, pi)
+    assert a.sync(State.auth) == Changes.FULL_UPLOAD
+    a.full_sync(State.auth, upload=True)
+    FIGURES["power-on to first sync done"] = f"{time.monotonic() - started:.0f} s"
+    a.sync_media(State.auth)
+    State.a = a
+
+
+def test_sync_download_incremental_and_media(pi):
+    b = Device(State.tmp / "b")
+    assert b.sync(State.auth) == Changes.FULL_DOWNLOAD
+    b.full_sync(State.auth, upload=False)
+    b.sync_media(State.auth)
+    assert b.media_files() == State.a.media_files()
+    note = b.col.new_note(b.col.models.by_name("Basic"))
+    note["Front"] = "from b"
+    b.col.add_note(note, 1)
+    assert b.sync(State.auth) == Changes.NO_CHANGES
+    time.sleep(1.1)
+    # 100 reviews on a: what one ordinary sync writes to the card.
+    a = State.a
+    for did in a.col.decks.all_names_and_ids():
+        a.col.decks.select(did.id)
+        while (card := a.col.sched.getCard()) is not None and a.col.db.scalar("select count() from revlog") < 200:
+            a.col.sched.answerCard(card, 3)
+    before = pi.data_sectors_written()
+    assert a.sync(State.auth) == Changes.NO_CHANGES
+    FIGURES["data partition writes, one 100-review sync"] = f"{(pi.data_sectors_written() - before) * 512 // 1024} KiB"
+    assert b.sync(State.auth) == Changes.NO_CHANGES
+    State.b = b
+
+
+def test_ssh_status_read_only_root_and_grown_data(pi):
+    status = pi.ssh("sudo leitner status").stdout
+    assert "alice" in status and "running" in status
+    assert pi.ssh("findmnt -no OPTIONS /").stdout.startswith("ro")
+    assert pi.ssh("sudo touch /etc/leitner-was-here", check=False).returncode != 0
+    size_kib = int(pi.ssh("df --output=size -k /data | tail -n1").stdout)
+    assert size_kib > 900 * 1024, size_kib
+    assert pi.ssh("ssh admin@localhost -o BatchMode=yes -o PasswordAuthentication=yes true",
+                  check=False).returncode != 0  # no passwords
+
+
+def test_the_data_partition_rests_while_idle(pi):
+    before = pi.data_sectors_written()
+    time.sleep(150)
+    written = pi.data_sectors_written() - before
+    FIGURES["data partition writes, 150 s idle"] = f"{written * 512} bytes"
+    assert written == 0
+
+
+def test_data_survives_a_reboot(pi):
+    host_key = pi.ssh("cat /data/ssh/ssh_host_ed25519_key.pub").stdout
+    machine_id = pi.ssh("cat /etc/machine-id").stdout
+    pi.shut_down()
+    FIGURES["reboot to ssh"] = f"{pi.power_on():.0f} s"
+    assert pi.ssh("cat /data/ssh/ssh_host_ed25519_key.pub").stdout == host_key
+    assert pi.ssh("cat /etc/machine-id").stdout == machine_id
+    assert State.a.sync(State.auth) == Changes.NO_CHANGES
+    assert State.b.sync(State.auth) == Changes.NO_CHANGES
+    State.a.close(), State.b.close()
+    assert_same(State.a, State.b)
+    State.a = Device(State.tmp / "a")
+    State.b = Device(State.tmp / "b")
+
+
+def test_a_power_cut_in_the_middle_of_a_sync(pi):
+    big = Device(State.tmp / "big")
+    make_rich_collection(big.col, notes=3000, reviews=10)
+    big.col.mod_schema(check=False)
+    auth = login(big, pi)
+    upload = threading.Thread(target=lambda: _swallow(lambda: big.full_sync(auth, upload=True)))
+    upload.start()
+    # Cut while the body streams in.
+    wait_for(lambda: pi.ssh("pgrep -x leitner", check=False).returncode == 0, timeout=60, step=0.5)
+    time.sleep(2)
+    pi.cut_power()
+    upload.join()
+    pi.power_on()
+    check = pi.ssh("sudo leitner check", check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    # The server holds one whole collection, the old or the new; a device
+    # that downloads it opens it intact.
+    c = Device(State.tmp / "c")
+    auth = login(c, pi)
+    c.full_sync(auth, upload=False)
+    assert c.col.db.scalar("pragma integrity_check") == "ok"
+    assert c.col.note_count() in (201, 3000), c.col.note_count()
+    for dev in (big, c, State.a, State.b):
+        dev.close()
+    pi.shut_down()
+    # After a clean shutdown, the card's BOOT partition has no password either.
+    assert "secret" not in pi.mtools("mtype", "::leitner.txt", text=True)
+    shutil.rmtree(State.tmp, ignore_errors=True)
+
+
+def _swallow(fn):
+    try:
+        fn()
+    except Exception:  # the power went: the client's error is expected
+        pass
