@@ -223,51 +223,51 @@ def test_a_download_is_consistent_while_an_upload_waits(server, tmp_path):
 def test_sighup_exits_between_syncs_not_during_one(server, tmp_path):
     """A package upgrade sends SIGHUP (systemctl reload): the server finishes
     the sync in progress, then exits; systemd's socket starts the new binary."""
-    import json
-
-    from harness import sync_post
-
-    dev = Device(tmp_path / "a")
-    auth = dev.login(server)
-    dev.col.add_note(dev.col.new_note(dev.col.models.by_name("Basic")), 1)
-    dev.full_sync(auth, upload=True)
-    dev.close()
-    # A normal sync started and not finished: one transaction across requests.
-    status, _ = sync_post(server, "/sync/start", json.dumps({"minUsn": 0, "lnewer": False}).encode(), ALICE_KEY)
-    assert status == 200
+    start_a_normal_sync(server, tmp_path)
     server.proc.send_signal(signal.SIGHUP)
     time.sleep(3)
     assert server.proc.poll() is None, "exited in the middle of a sync"
-    status, _ = sync_post(server, "/sync/abort", b"{}", ALICE_KEY)
-    assert status == 200
+    end_the_normal_sync(server)
     assert wait_for(lambda: server.proc.poll() is not None, timeout=10)
     assert server.proc.returncode == 0
     assert "asked to restart between syncs" in server.log()
 
 
 def test_idle_exit_waits_for_a_normal_sync_between_its_requests(server_factory, tmp_path):
-    import json
-
-    from harness import sync_post
-
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
     server = server_factory(env={"LEITNER_IDLE_EXIT_SECS": "1"})
     activated(server, listener)
+    # A client computing its next chunk: no request in flight, a sync open.
+    start_a_normal_sync(server, tmp_path)
+    time.sleep(3)
+    assert server.proc.poll() is None, "exited in the middle of a sync"
+    end_the_normal_sync(server)
+    proc = server.proc
+    assert wait_for(lambda: proc.poll() is not None, timeout=10)
+    assert "stopping (idle)" in server.log()
+    listener.close()
+
+
+def start_a_normal_sync(server, tmp_path):
+    """Leaves a normal sync open by hand, between two of its requests (one
+    transaction across requests, as a client computing its next chunk)."""
+    import json
+
+    from harness import sync_post
+
     dev = Device(tmp_path / "a")
     auth = dev.login(server)
     dev.col.add_note(dev.col.new_note(dev.col.models.by_name("Basic")), 1)
     dev.full_sync(auth, upload=True)
     dev.close()
-    # A client computing its next chunk: no request in flight, a sync open.
     status, _ = sync_post(server, "/sync/start", json.dumps({"minUsn": 0, "lnewer": False}).encode(), ALICE_KEY)
     assert status == 200
-    time.sleep(3)
-    assert server.proc.poll() is None, "exited in the middle of a sync"
+
+
+def end_the_normal_sync(server):
+    from harness import sync_post
+
     status, _ = sync_post(server, "/sync/abort", b"{}", ALICE_KEY)
     assert status == 200
-    proc = server.proc
-    assert wait_for(lambda: proc.poll() is not None, timeout=10)
-    assert "stopping (idle)" in server.log()
-    listener.close()
