@@ -59,16 +59,16 @@ pub(super) fn run(args: Vec<OsString>) -> Outcome {
     let mut troubled = 0;
     for name in &names {
         let dir = crate::data_dir::user_dir(&config.base, name);
-        let mut problems = inspect(&dir);
+        let (mut problems, audit) = inspect(&dir);
         if repair && !problems.is_empty() {
             let coordinator = coordinator.as_ref().expect("made for --repair");
             let _hold = coordinator
                 .hold(name, Scope::All)
                 .map_err(|e| Error::failed(format!("asking the server to hold {name}: {e}")))?;
-            for done in mend(&config, &dir) {
+            for done in mend(&config, &dir, &audit) {
                 println!("{name}: repaired: {done}");
             }
-            problems = inspect(&dir);
+            problems = inspect(&dir).0;
         }
         if problems.is_empty() {
             println!("{name}: ok");
@@ -93,8 +93,9 @@ pub(super) fn run(args: Vec<OsString>) -> Outcome {
 }
 
 /// Every problem found in a user's folder, in words; reads only.
-fn inspect(dir: &Path) -> Vec<String> {
+fn inspect(dir: &Path) -> (Vec<String>, Audit) {
     let mut problems = Vec::new();
+    let mut found = Audit::default();
     let col = dir.join(collection::FILE_NAME);
     if col.exists() {
         match collection::integrity(&col) {
@@ -105,7 +106,10 @@ fn inspect(dir: &Path) -> Vec<String> {
     }
     match media::store::audit(dir) {
         Ok(None) => {}
-        Ok(Some(audit)) => problems.extend(describe(&audit)),
+        Ok(Some(audit)) => {
+            problems.extend(describe(&audit));
+            found = audit;
+        }
         Err(e) => problems.push(format!("media database cannot be read: {e}")),
     }
     let temps = stale_temps(dir).len();
@@ -120,7 +124,7 @@ fn inspect(dir: &Path) -> Vec<String> {
     if raw > 0 {
         problems.push(format!("{raw} snapshot(s) not compressed yet"));
     }
-    problems
+    (problems, found)
 }
 
 fn describe(audit: &Audit) -> Vec<String> {
@@ -179,8 +183,9 @@ fn stale_temps(dir: &Path) -> Vec<std::path::PathBuf> {
     all
 }
 
-/// Fixes what is safe to fix; the user is held. Returns what was done.
-fn mend(config: &Config, dir: &Path) -> Vec<String> {
+/// Fixes what is safe to fix; the user is held. `audit` is what `inspect`
+/// found, so the media folder is not hashed again here. Returns what was done.
+fn mend(config: &Config, dir: &Path, audit: &Audit) -> Vec<String> {
     let mut done = Vec::new();
     let temps = stale_temps(dir);
     let removed = temps
@@ -200,15 +205,15 @@ fn mend(config: &Config, dir: &Path) -> Vec<String> {
         }
     }
     if media::Store::exists(dir) {
-        let before = media::store::audit(dir).ok().flatten().unwrap_or_default();
         // Opening the store finishes owed operations and empties staging.
         match media::Store::open(dir) {
             Ok(mut store) => {
-                if before.owed > 0 || before.staged > 0 {
+                if audit.owed > 0 || audit.staged > 0 {
                     done.push("finished the media batch a crash interrupted".into());
                 }
-                let after = media::store::audit(dir).ok().flatten().unwrap_or_default();
-                for name in &after.missing {
+                // Missing before, and still missing once owed renames are done.
+                let folder = dir.join(media::store::FOLDER);
+                for name in audit.missing.iter().filter(|n| !folder.join(n).exists()) {
                     if store.forget(name).is_ok() {
                         done.push(format!("forgot missing media file {name:?}"));
                     }

@@ -396,9 +396,6 @@ pub fn audit(account_dir: &Path) -> Result<Option<Audit>, StoreError> {
         |r| r.get(0),
     )?;
     if has_pending {
-        audit.owed = conn.query_row("SELECT count(*) FROM leitner_pending", [], |r| {
-            r.get::<_, i64>(0)
-        })? as usize;
         // The rows of a batch whose renames all happened stay until the
         // next batch: only count what is still to do.
         let mut stmt = conn.prepare("SELECT fname, staged FROM leitner_pending")?;
