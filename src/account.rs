@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use rusqlite::Connection;
-use smol::lock::{Mutex, MutexGuardArc};
+use smol::lock::{Mutex, MutexGuardArc, RwLock, RwLockReadGuardArc, RwLockWriteGuardArc};
 
 use crate::collection;
 use crate::data_dir::Seen;
@@ -25,6 +25,10 @@ pub struct Account {
     pub media_usn: std::sync::atomic::AtomicI64,
     /// The last authenticated request: when, and from which client.
     seen: std::sync::Mutex<Option<Seen>>,
+    /// Downloads streaming the collection file hold this for reading; what
+    /// replaces or folds the file (an upload's install, a command's hold)
+    /// takes it for writing. Taken before the state lock, never after.
+    files: Arc<RwLock<()>>,
 }
 
 /// What only one request of a user may touch at a time.
@@ -46,6 +50,7 @@ impl Account {
             media: Arc::new(Mutex::new(None)),
             media_usn: std::sync::atomic::AtomicI64::new(-1),
             seen: std::sync::Mutex::new(None),
+            files: Arc::new(RwLock::new(())),
         }
     }
 
@@ -67,6 +72,21 @@ impl Account {
     /// response body that is still streaming.
     pub async fn lock(&self) -> MutexGuardArc<AccountState> {
         self.state.lock_arc().await
+    }
+
+    /// The lock if nobody holds it now.
+    pub fn try_lock(&self) -> Option<MutexGuardArc<AccountState>> {
+        self.state.try_lock_arc()
+    }
+
+    /// For streaming the collection file out (see [`Account::files`]).
+    pub async fn reading_files(&self) -> RwLockReadGuardArc<()> {
+        self.files.read_arc().await
+    }
+
+    /// For replacing the collection file: waits for downloads in progress.
+    pub async fn replacing_files(&self) -> RwLockWriteGuardArc<()> {
+        self.files.write_arc().await
     }
 
     /// Whether a request or a normal sync of this user is under way, without
@@ -109,9 +129,11 @@ impl AccountState {
         Ok(self.collection.as_ref().expect("just opened"))
     }
 
-    /// Rolls back a normal sync in progress, if any.
+    /// Rolls back a normal sync in progress, if any, and any transaction
+    /// no sync owns (left by a request that died in a way nothing caught).
     pub fn abort_session(&mut self) {
-        if self.session.take().is_some() {
+        let orphan = self.collection.as_ref().is_some_and(|c| !c.is_autocommit());
+        if self.session.take().is_some() || orphan {
             if let Some(conn) = &self.collection {
                 if !conn.is_autocommit() {
                     if let Err(e) = conn.execute_batch("ROLLBACK") {

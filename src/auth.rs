@@ -5,6 +5,7 @@
 //! moves from it to leitner, and across restarts.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
@@ -135,6 +136,7 @@ pub struct Users {
     roster: RwLock<Arc<Roster>>,
     stamp: Mutex<Option<Stamp>>,
     login_slots: Semaphore,
+    throttle: crate::throttle::Throttle,
 }
 
 impl Users {
@@ -147,6 +149,7 @@ impl Users {
             roster: RwLock::new(Arc::new(Roster::default())),
             stamp: Mutex::new(None),
             login_slots: Semaphore::new(CONCURRENT_LOGINS),
+            throttle: Default::default(),
         };
         let now = stamp(&users::path(&users.base));
         let stored = users::load(&users.base).map_err(|e| e.to_string())?;
@@ -273,7 +276,14 @@ impl Users {
     /// host key their device keeps. An unknown user costs the same as a
     /// known one: the password is checked against a stand-in hash of the
     /// same strength and the answer thrown away.
-    pub async fn login(&self, name: &str, password: &str) -> Option<Known> {
+    ///
+    /// Logins from one address (`peer`) take turns, pausing after repeated
+    /// failures (see [`crate::throttle`]); other addresses do not wait.
+    pub async fn login(&self, peer: Option<IpAddr>, name: &str, password: &str) -> Option<Known> {
+        let turn = match peer {
+            Some(peer) => Some(self.throttle.enter(peer).await),
+            None => None,
+        };
         let _slot = self.login_slots.acquire().await;
         let known = self.by_name(name);
         let credential = match &known {
@@ -282,7 +292,14 @@ impl Users {
         };
         let password = password.to_owned();
         let ok = smol::unblock(move || credential.verify(&password)).await;
-        known.filter(|_| ok)
+        let known = known.filter(|_| ok);
+        if let Some(turn) = turn {
+            match known {
+                Some(_) => turn.succeeded(),
+                None => turn.failed(),
+            }
+        }
+        known
     }
 }
 

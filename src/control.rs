@@ -161,9 +161,14 @@ async fn answer(stream: AsyncUnixStream, service: Arc<Service>, activated: bool)
                 return;
             };
             let account = known.account;
-            let state = match scope {
-                Scope::All => Some(account.lock().await),
-                Scope::Media => None,
+            // A command replaces or reads the collection file whole: no
+            // download may be streaming a pinned state of it meanwhile.
+            let (files, state) = match scope {
+                Scope::All => (
+                    Some(account.replacing_files().await),
+                    Some(account.lock().await),
+                ),
+                Scope::Media => (None, None),
             };
             let mut media = account.lock_media().await;
             let (state, media) = crate::sync::blocking(move || {
@@ -187,6 +192,7 @@ async fn answer(stream: AsyncUnixStream, service: Arc<Service>, activated: bool)
             }
             drop(media);
             drop(state);
+            drop(files);
             log::info!("{}: released by the command", account.name);
         }
     }

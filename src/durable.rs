@@ -90,6 +90,24 @@ pub fn stale_temps(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Whether an error means the file system has no room left (or the user's
+/// quota is used up).
+pub fn is_disk_full(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(code) if code == nix::errno::Errno::ENOSPC as i32 || code == nix::errno::Errno::EDQUOT as i32
+    )
+}
+
+/// Bytes an unprivileged writer may still use on the file system holding
+/// `path`; `None` when it cannot be asked.
+// The block counts are 32 bits wide on 32-bit ARM, 64 elsewhere.
+#[allow(clippy::unnecessary_cast)]
+pub fn free_space(path: &Path) -> Option<u64> {
+    let s = nix::sys::statvfs::statvfs(path).ok()?;
+    Some((s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64))
+}
+
 /// Removes a file that may not exist.
 pub fn remove_if_present(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {

@@ -56,7 +56,21 @@ impl From<rusqlite::Error> for Failure {
         if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) {
             return Failure::bad_request(format!("database constraint: {e}"));
         }
+        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+            return Failure::internal("the server's disk is full");
+        }
         Failure::internal(format!("database: {e}"))
+    }
+}
+
+impl From<crate::body::BodyError> for Failure {
+    fn from(e: crate::body::BodyError) -> Failure {
+        use crate::body::BodyError;
+        match e {
+            BodyError::TooLarge | BodyError::Malformed(_) => Failure::bad_request(e.to_string()),
+            BodyError::Output(e) => e.into(),
+            BodyError::Busy => Failure::unavailable(e.to_string()),
+        }
     }
 }
 
@@ -89,6 +103,9 @@ impl From<crate::media::download::DownloadError> for Failure {
 
 impl From<std::io::Error> for Failure {
     fn from(e: std::io::Error) -> Failure {
+        if crate::durable::is_disk_full(&e) {
+            return Failure::internal("the server's disk is full");
+        }
         Failure::internal(format!("i/o: {e}"))
     }
 }

@@ -1,13 +1,10 @@
 //! Protocol v11 framing: the `anki-sync` request header, zstd bodies both ways,
 //! `anki-original-size` on every 200. Nothing here knows what a body means.
 
-use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::io::{self, Read};
 
 use http_types::{Body, Response, StatusCode};
 use serde::{Deserialize, Serialize};
-use smol::io::BlockOn;
 
 use crate::error::Failure;
 
@@ -60,140 +57,6 @@ impl SyncHeader {
     /// Version 11 compresses both bodies with zstd; 8 to 10 send them plain.
     pub fn zstd(&self) -> bool {
         self.version >= 11
-    }
-}
-
-/// Why a request body could not be taken.
-#[derive(Debug)]
-pub enum BodyError {
-    /// More than the limit, compressed or decompressed.
-    TooLarge,
-    /// Not a complete zstd stream, or the connection broke mid-body.
-    Malformed(io::Error),
-    /// Writing the output failed (disk full, ...).
-    Output(io::Error),
-}
-
-impl From<BodyError> for Failure {
-    fn from(e: BodyError) -> Failure {
-        match e {
-            BodyError::TooLarge => {
-                Failure::bad_request("request body is larger than MAX_SYNC_PAYLOAD_MEGS allows")
-            }
-            BodyError::Malformed(e) => {
-                Failure::bad_request(format!("unreadable request body: {e}"))
-            }
-            BodyError::Output(e) => Failure::internal(format!("storing request body: {e}")),
-        }
-    }
-}
-
-/// A request body read synchronously (on the blocking pool), counting the
-/// bytes that cross the wire.
-pub struct Incoming {
-    body: BlockOn<Body>,
-    received: Arc<AtomicU64>,
-}
-
-impl Incoming {
-    pub fn new(body: Body, received: Arc<AtomicU64>) -> Incoming {
-        Incoming {
-            body: BlockOn::new(body),
-            received,
-        }
-    }
-
-    /// Reads and throws away up to `limit` more bytes, so that a client still
-    /// sending a refused body gets to read our answer instead of a reset.
-    pub fn drain(&mut self, limit: u64) {
-        let _ = io::copy(&mut self.take(limit), &mut io::sink());
-    }
-}
-
-impl Read for Incoming {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.body.read(buf)?;
-        self.received.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-}
-
-/// Copies a request body into `out`, undoing zstd when `zstd` is set, and
-/// refusing more than `limit` bytes on either side of the decoder. Nothing is
-/// buffered beyond the decoder's window. Blocking.
-pub fn copy_body(
-    incoming: &mut Incoming,
-    zstd: bool,
-    limit: u64,
-    out: &mut impl Write,
-) -> Result<u64, BodyError> {
-    let mut raw = Capped {
-        inner: incoming,
-        left: limit,
-        hit: false,
-    };
-    let result = if zstd {
-        match zstd::stream::read::Decoder::new(&mut raw) {
-            Ok(decoder) => copy_capped(decoder, limit, out),
-            Err(e) => Err(BodyError::Malformed(e)),
-        }
-    } else {
-        copy_capped(&mut raw, limit, out)
-    };
-    match result {
-        Err(BodyError::Malformed(_)) if raw.hit => Err(BodyError::TooLarge),
-        other => other,
-    }
-}
-
-/// Reads a whole (JSON) body into memory, capped at `limit`. Blocking.
-pub fn read_body(incoming: &mut Incoming, zstd: bool, limit: u64) -> Result<Vec<u8>, BodyError> {
-    let mut data = Vec::new();
-    copy_body(incoming, zstd, limit, &mut data)?;
-    Ok(data)
-}
-
-fn copy_capped(mut from: impl Read, limit: u64, out: &mut impl Write) -> Result<u64, BodyError> {
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(BodyError::Malformed(e)),
-        };
-        total += n as u64;
-        if total > limit {
-            return Err(BodyError::TooLarge);
-        }
-        out.write_all(&buf[..n]).map_err(BodyError::Output)?;
-    }
-}
-
-/// Fails reading once more than `left` bytes went through, remembering that
-/// it did so the caller can tell "too large" from "broken".
-struct Capped<R> {
-    inner: R,
-    left: u64,
-    hit: bool,
-}
-
-impl<R: Read> Read for Capped<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.left == 0 {
-            // One more byte tells a body of exactly `limit` from a longer one.
-            let mut probe = [0u8; 1];
-            if self.inner.read(&mut probe)? == 0 {
-                return Ok(0);
-            }
-            self.hit = true;
-            return Err(io::Error::other("body over the size limit"));
-        }
-        let want = buf.len().min(self.left.min(usize::MAX as u64) as usize);
-        let n = self.inner.read(&mut buf[..want])?;
-        self.left -= n as u64;
-        Ok(n)
     }
 }
 
@@ -322,14 +185,6 @@ pub fn refuse(failure: &Failure) -> Response {
 mod tests {
     use super::*;
 
-    fn incoming(bytes: Vec<u8>) -> (Incoming, Arc<AtomicU64>) {
-        let counter = Arc::new(AtomicU64::new(0));
-        (
-            Incoming::new(Body::from_bytes(bytes), counter.clone()),
-            counter,
-        )
-    }
-
     #[test]
     fn header_is_parsed_and_checked() {
         let h = SyncHeader::parse(Some(
@@ -350,62 +205,6 @@ mod tests {
             let f = SyncHeader::parse(bad).unwrap_err();
             assert_eq!(f.status, StatusCode::BadRequest, "{bad:?}");
         }
-    }
-
-    #[test]
-    fn zstd_bodies_are_decoded_and_counted() {
-        let json = br#"{"u":"alice","p":"secret"}"#;
-        let compressed = zstd::bulk::compress(json, 3).unwrap();
-        let len = compressed.len() as u64;
-        let (mut body, counter) = incoming(compressed);
-        assert_eq!(read_body(&mut body, true, 1000).unwrap(), json);
-        assert_eq!(counter.load(Ordering::Relaxed), len);
-    }
-
-    #[test]
-    fn limits_hold_on_both_sides_of_the_decoder() {
-        // Decompressed too large, compressed tiny.
-        let big = vec![b'a'; 100_000];
-        let (mut body, _) = incoming(zstd::bulk::compress(&big, 3).unwrap());
-        assert!(matches!(
-            read_body(&mut body, true, 99_999),
-            Err(BodyError::TooLarge)
-        ));
-        let (mut body, _) = incoming(zstd::bulk::compress(&big, 3).unwrap());
-        assert_eq!(read_body(&mut body, true, 100_000).unwrap().len(), 100_000);
-        // Plain body exactly at and over the limit.
-        let (mut body, _) = incoming(vec![1; 10]);
-        assert_eq!(read_body(&mut body, false, 10).unwrap().len(), 10);
-        let (mut body, _) = incoming(vec![1; 11]);
-        assert!(matches!(
-            read_body(&mut body, false, 10),
-            Err(BodyError::TooLarge)
-        ));
-        // Compressed side over the limit (incompressible data).
-        let noise: Vec<u8> = (0..50_000u32)
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-            .collect();
-        let (mut body, _) = incoming(zstd::bulk::compress(&noise, 3).unwrap());
-        assert!(matches!(
-            read_body(&mut body, true, 20_000),
-            Err(BodyError::TooLarge)
-        ));
-    }
-
-    #[test]
-    fn broken_zstd_is_malformed() {
-        let (mut body, _) = incoming(b"this is not zstd".to_vec());
-        assert!(matches!(
-            read_body(&mut body, true, 1000),
-            Err(BodyError::Malformed(_))
-        ));
-        let mut truncated = zstd::bulk::compress(&vec![7u8; 100_000], 3).unwrap();
-        truncated.truncate(truncated.len() / 2);
-        let (mut body, _) = incoming(truncated);
-        assert!(matches!(
-            read_body(&mut body, true, 1 << 20),
-            Err(BodyError::Malformed(_))
-        ));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Modules follow a request's path: [`listen`] finds the socket, [`server`]
 //! accepts connections and owns the lifecycle, [`route`] maps a path to an
-//! endpoint, [`framing`] speaks the `anki-sync` header and zstd bodies,
+//! endpoint, [`framing`] speaks the `anki-sync` header and zstd replies,
+//! [`body`] reads request bodies within their limits and a memory budget,
 //! [`auth`] turns a host key into an [`account::Account`], [`sync`] runs the
 //! endpoint, and [`collection`] keeps the user's SQLite file on disk.
 //! ARCHITECTURE.md follows one request through all of them.
@@ -14,6 +15,7 @@
 pub mod account;
 pub mod auth;
 pub mod backup;
+pub mod body;
 pub mod cli;
 pub mod clock;
 pub mod collection;
@@ -29,4 +31,5 @@ pub mod media;
 pub mod route;
 pub mod server;
 pub mod sync;
+pub mod throttle;
 pub mod users;

@@ -63,6 +63,33 @@ impl Endpoint {
         }
     }
 
+    /// The most bytes its request body may have, compressed or not, decided
+    /// before a byte is read. Only whole collections and media batches get
+    /// the configured payload limit (`bulk`); everything else is small by
+    /// nature, and a larger body is a mistake or an attack.
+    pub fn body_limit(self, bulk: u64) -> u64 {
+        match self {
+            Endpoint::Sync(SyncMethod::Upload) | Endpoint::Media(MediaMethod::UploadChanges) => {
+                bulk
+            }
+            // Up to 250 rows per chunk (Anki's CHUNK_SIZE), or every deck,
+            // notetype and setting in `applyChanges`: notes with large
+            // fields make these the biggest JSON bodies, with room to spare.
+            Endpoint::Sync(
+                SyncMethod::Start
+                | SyncMethod::ApplyGraves
+                | SyncMethod::ApplyChanges
+                | SyncMethod::Chunk
+                | SyncMethod::ApplyChunk
+                | SyncMethod::SanityCheck2,
+            ) => STEP_LIMIT.min(bulk),
+            // A list of file names.
+            Endpoint::Media(MediaMethod::DownloadFiles) => 1 << 20,
+            // A name and a password, a version, a usn, a count.
+            _ => SMALL_LIMIT,
+        }
+    }
+
     fn allows(self, method: Method) -> bool {
         match self {
             Endpoint::Health => matches!(method, Method::Get | Method::Head),
@@ -72,6 +99,11 @@ impl Endpoint {
         }
     }
 }
+
+/// Body limit of the normal-sync steps.
+const STEP_LIMIT: u64 = 32 << 20;
+/// Body limit of logins, `meta` and the small media requests.
+const SMALL_LIMIT: u64 = 16 << 10;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal {

@@ -4,6 +4,7 @@
 
 use std::future::{pending, Future};
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,7 @@ use async_signal::{Signal, Signals};
 use sd_notify::NotifyState;
 use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
-use smol::io::{AsyncRead, AsyncWrite};
+use smol::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
 use smol::stream::StreamExt;
 use smol::Timer;
@@ -40,6 +41,9 @@ pub struct Activity {
     jobs: AtomicUsize,
     last_request_end: Mutex<Instant>,
     last_end: Mutex<Instant>,
+    /// Closed when the server stops: what only waits (a throttled login)
+    /// gives up instead of holding the exit back.
+    stopping: (Sender<()>, Receiver<()>),
 }
 
 /// Held while a request or job runs.
@@ -55,7 +59,18 @@ impl Activity {
             jobs: AtomicUsize::new(0),
             last_request_end: Mutex::new(Instant::now()),
             last_end: Mutex::new(Instant::now()),
+            stopping: smol::channel::bounded(1),
         }
+    }
+
+    /// Says the server is stopping (see [`Activity::stopped`]).
+    pub fn stop(&self) {
+        self.stopping.0.close();
+    }
+
+    /// Resolves once the server is stopping.
+    pub async fn stopped(&self) {
+        let _ = self.stopping.1.recv().await;
     }
 
     /// A request: idle exit and SIGTERM wait for it.
@@ -140,6 +155,7 @@ pub enum StopSignal {
 /// Runs the server until SIGTERM/SIGINT, a calm moment after SIGHUP, or
 /// until idle when socket-activated.
 pub fn run(config: Config, listener: Listener) -> io::Result<()> {
+    raise_open_files_limit();
     let mut signals = Signals::new([Signal::Term, Signal::Int, Signal::Hup])?;
     let (tx, rx) = smol::channel::unbounded();
     let forward = async move {
@@ -201,6 +217,7 @@ pub async fn serve(
     ));
     let socket = TcpListener::try_from(listener.socket)?;
     let mut calm_deadline: Option<Instant> = None;
+    let mut accept_failures = 0u32;
     // Closing this channel tells every connection to stop taking requests.
     let (stop_tx, stop_rx): (Sender<()>, Receiver<()>) = smol::channel::bounded(1);
 
@@ -246,15 +263,21 @@ pub async fn serve(
             }
         };
         match accept.or(signal).or(idle).await {
-            Event::Connection(Ok((stream, _peer))) => {
+            Event::Connection(Ok((stream, peer))) => {
+                accept_failures = 0;
                 let service = service.clone();
                 let stop = stop_rx.clone();
-                smol::spawn(connection(stream, service, stop)).detach();
+                smol::spawn(connection(stream, peer.ip(), service, stop)).detach();
             }
             Event::Connection(Err(e)) => {
-                // Out of file descriptors and the like: back off, don't spin.
-                log::warn!("accept failed: {e}");
-                Timer::after(Duration::from_millis(100)).await;
+                // Out of file descriptors and the like: back off (up to a
+                // second) instead of spinning, and say so once per spell.
+                if accept_failures == 0 {
+                    log::warn!("accept failed: {e}; backing off until it works again");
+                }
+                accept_failures += 1;
+                let pause = 10u64 << accept_failures.min(7);
+                Timer::after(Duration::from_millis(pause.min(1000))).await;
             }
             Event::Signal(StopSignal::Now(reason)) | Event::Stop(reason) => break reason,
             Event::Signal(StopSignal::WhenCalm) => {
@@ -267,6 +290,7 @@ pub async fn serve(
     notify(&[NotifyState::Stopping]);
     drop(socket);
     stop_tx.close();
+    activity.stop();
     let deadline = Instant::now() + DRAIN_LIMIT;
     while activity.in_flight() > 0 && Instant::now() < deadline {
         Timer::after(Duration::from_millis(50)).await;
@@ -302,8 +326,9 @@ fn lock_data_dir(base: &std::path::Path) -> io::Result<crate::data_dir::DirLock>
     crate::data_dir::lock(base)
 }
 
-async fn connection(stream: TcpStream, service: Arc<Service>, stop: Receiver<()>) {
+async fn connection(stream: TcpStream, peer: IpAddr, service: Arc<Service>, stop: Receiver<()>) {
     let _ = stream.set_nodelay(true);
+    let mut answer = stream.clone();
     // Set while a request of this connection is being answered: a stop then
     // waits for it, while an idle keep-alive connection is simply closed.
     let busy = Arc::new(AtomicBool::new(false));
@@ -312,7 +337,7 @@ async fn connection(stream: TcpStream, service: Arc<Service>, stop: Receiver<()>
         move |req| {
             busy.store(true, Ordering::SeqCst);
             let service = service.clone();
-            async move { Ok(sync::handle(service, req).await) }
+            async move { Ok(sync::handle(service, req, Some(peer)).await) }
         }
     };
     let mut server = Server::new(Stalling::new(stream), endpoint);
@@ -333,7 +358,14 @@ async fn connection(stream: TcpStream, service: Arc<Service>, stop: Receiver<()>
             Ok(ConnectionStatus::KeepAlive) => continue,
             Ok(ConnectionStatus::Close) => break,
             Err(e) => {
-                log::debug!("connection ended: {e}");
+                if head_too_large(&e) {
+                    // async-h1 gives up on such a head without a word; the
+                    // sender (a proxy, usually) deserves to know why.
+                    let _ = answer.write_all(HEAD_TOO_LARGE).await;
+                    log::warn!("{peer}: request head too large (431)");
+                } else {
+                    log::debug!("connection ended: {e}");
+                }
                 break;
             }
         }
@@ -436,5 +468,30 @@ impl AsyncWrite for Stalling {
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_close(cx)
+    }
+}
+
+const HEAD_TOO_LARGE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\n\
+content-type: text/plain\r\ncontent-length: 35\r\nconnection: close\r\n\r\n\
+request head over 8 KiB or 128 lines";
+
+/// Whether async-h1 refused a request because its head was too large (more
+/// than 8 KiB, or more headers than it parses).
+fn head_too_large(e: &http_types::Error) -> bool {
+    let text = e.to_string();
+    text.contains("Head byte length") || text.contains("too many headers")
+}
+
+/// Raises the soft limit on open files to the hard one: every connection,
+/// collection and media file takes a descriptor, and the soft default (1024)
+/// is a number a LAN device can reach on purpose.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                log::warn!("could not raise the open files limit from {soft}: {e}");
+            }
+        }
     }
 }

@@ -15,7 +15,12 @@ pub type Object = Map<String, Value>;
 /// A JSON number or numeric string as i64 (clients send ids both ways).
 pub fn int(v: Option<&Value>) -> Option<i64> {
     match v? {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        // Whole numbers that fit; not 1e300 clamped, nor 2^64-1 wrapped.
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= i64::MIN as f64 && *f < i64::MAX as f64)
+                .map(|f| f as i64)
+        }),
         Value::String(s) => s.trim().parse().ok(),
         Value::Bool(b) => Some(*b as i64),
         _ => None,
@@ -168,7 +173,7 @@ pub fn notetype_from_json(v: &Value) -> Result<NotetypeRow, String> {
                 .filter_map(|r| {
                     let r = r.as_array()?;
                     Some(CardRequirement {
-                        card_ord: int(r.first())? as u32,
+                        card_ord: u32::try_from(int(r.first())?).ok()?,
                         kind: match r.get(1)?.as_str()? {
                             "any" => 1,
                             "all" => 2,
@@ -178,8 +183,7 @@ pub fn notetype_from_json(v: &Value) -> Result<NotetypeRow, String> {
                             .get(2)?
                             .as_array()?
                             .iter()
-                            .filter_map(|f| int(Some(f)))
-                            .map(|f| f as u32)
+                            .filter_map(|f| u32::try_from(int(Some(f))?).ok())
                             .collect(),
                     })
                 })
@@ -188,7 +192,8 @@ pub fn notetype_from_json(v: &Value) -> Result<NotetypeRow, String> {
         .unwrap_or_default();
     let config = NotetypeConfig {
         kind: req_int(o, "type")? as i32,
-        sort_field_idx: req_int(o, "sortf")? as u32,
+        sort_field_idx: u32::try_from(req_int(o, "sortf")?)
+            .map_err(|_| "'sortf' is out of range".to_string())?,
         css: string(o, "css"),
         target_deck_id_unused: int(o.get("did")).unwrap_or(0),
         latex_pre: string(o, "latexPre"),

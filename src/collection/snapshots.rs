@@ -92,14 +92,57 @@ pub struct Snapshot {
     pub info: Option<Info>,
 }
 
-/// Links the live collection into the snapshot folder. Blocking.
-pub fn keep(account_dir: &Path, live: &Path) -> io::Result<PathBuf> {
+/// Keeps the live collection in the snapshot folder before it is replaced:
+/// a hard link, or a copy on file systems without them (FAT, some network
+/// shares). When even the copy finds no room, the replacement goes ahead
+/// without a snapshot (`None`) and says so: a full disk must not stop syncs.
+/// Blocking.
+pub fn keep(account_dir: &Path, live: &Path) -> io::Result<Option<PathBuf>> {
     let dir = account_dir.join(DIR_NAME);
     fs::create_dir_all(&dir)?;
     let raw = dir.join(format!("{}.{RAW_EXT}", fresh_id(&dir)));
-    fs::hard_link(live, &raw)?;
+    if let Err(e) = fs::hard_link(live, &raw) {
+        log::warn!(
+            "{}: no hard links here ({e}); copying the collection for its snapshot",
+            dir.display()
+        );
+        let temp = durable::temp_path(&dir, "keep");
+        let copied = fs::copy(live, &temp)
+            .and_then(|_| File::open(&temp)?.sync_all())
+            .and_then(|_| fs::rename(&temp, &raw));
+        if let Err(e) = copied {
+            let _ = durable::remove_if_present(&temp);
+            if durable::is_disk_full(&e) {
+                log::warn!(
+                    "{}: no room for a snapshot; replacing without one",
+                    dir.display()
+                );
+                return Ok(None);
+            }
+            return Err(e);
+        }
+    }
     durable::sync_dir(&dir)?;
-    Ok(raw)
+    Ok(Some(raw))
+}
+
+/// Frees room for `account_dir`'s user by removing their oldest snapshot,
+/// raw or packed. Snapshots are a convenience: a sync the user asked for
+/// comes first, even before the newest one. Returns whether anything went.
+/// Blocking.
+pub fn make_room(account_dir: &Path) -> io::Result<bool> {
+    match list(account_dir)?.first() {
+        Some(oldest) => {
+            log::warn!(
+                "{}: disk full; removing the oldest snapshot {}",
+                account_dir.display(),
+                oldest.id
+            );
+            durable::remove_if_present(&oldest.path)?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }
 
 /// An id not yet taken in `dir`: now, or just after.
@@ -147,11 +190,34 @@ pub fn pack(raw: &Path, kind: Kind, limits: Limits) -> Result<(), StoreError> {
         .and_then(|s| s.info)
         .is_some_and(|newest| newest.modified == info.modified);
     if !unchanged {
-        write_packed(raw, &raw.with_extension(PACKED_EXT), &info)?;
+        let packed = raw.with_extension(PACKED_EXT);
+        match write_packed(raw, &packed, &info) {
+            Err(e) if durable::is_disk_full(&e) && make_room_except(dir, raw)? => {
+                write_packed(raw, &packed, &info)?
+            }
+            other => other?,
+        }
     }
     durable::remove_if_present(raw)?;
     prune(dir, limits)?;
     Ok(())
+}
+
+/// [`make_room`] for compressing `raw`: the oldest other snapshot goes.
+fn make_room_except(dir: &Path, raw: &Path) -> io::Result<bool> {
+    let all = list_dir(dir)?;
+    match all.iter().find(|s| s.path != raw) {
+        Some(oldest) if all.len() > 1 => {
+            log::warn!(
+                "{}: disk full; removing the oldest snapshot {}",
+                dir.display(),
+                oldest.id
+            );
+            durable::remove_if_present(&oldest.path)?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }
 
 /// Writes `from` compressed, after its info frame, to `to` (write-temp,
@@ -282,28 +348,38 @@ impl<E: Into<StoreError>> From<E> for SnapshotError {
     }
 }
 
-/// Finishes what a crash interrupted: stray temps go, raw snapshots are
-/// compressed. Blocking; run at start-up.
-pub fn repair(account_dir: &Path, limits: Limits) -> Result<(), StoreError> {
+/// Finishes what a crash or a full disk interrupted: stray temps go, raw
+/// snapshots are compressed where there is room (a raw one that does not
+/// fit stays, counted like any other, and is tried again at the next
+/// start). Never fails: snapshots must not keep the server from serving.
+/// Blocking; run at start-up.
+pub fn repair(account_dir: &Path, limits: Limits) {
     let dir = account_dir.join(DIR_NAME);
     if !dir.exists() {
-        return Ok(());
+        return;
     }
-    durable::sweep_temps(&dir)?;
-    for snapshot in list(account_dir)? {
+    let _ = durable::sweep_temps(&dir);
+    for snapshot in list(account_dir).unwrap_or_default() {
         if snapshot.raw {
             // Only uploads leave raw snapshots behind long enough to crash.
-            pack(&snapshot.path, Kind::Upload, limits)?;
+            if let Err(e) = pack(&snapshot.path, Kind::Upload, limits) {
+                log::warn!(
+                    "{}: snapshot {} stays uncompressed: {e}",
+                    dir.display(),
+                    snapshot.id
+                );
+            }
         }
     }
-    prune(&dir, limits).map_err(StoreError::from)
+    if let Err(e) = prune(&dir, limits) {
+        log::warn!("{}: pruning snapshots: {e}", dir.display());
+    }
 }
 
-/// Removes the oldest packed snapshots until at most `limits.count` remain
-/// and they take at most `limits.bytes`; the newest always stays. Raw ones
-/// are left to the job compressing them.
+/// Removes the oldest snapshots, raw or packed, until at most `limits.count`
+/// remain and they take at most `limits.bytes`; the newest always stays.
 fn prune(dir: &Path, limits: Limits) -> io::Result<()> {
-    let all: Vec<Snapshot> = list_dir(dir)?.into_iter().filter(|s| !s.raw).collect();
+    let all: Vec<Snapshot> = list_dir(dir)?;
     let mut total: u64 = all.iter().map(|s| s.size).sum();
     let mut left = all.len();
     for old in &all[..all.len().saturating_sub(1)] {
@@ -379,7 +455,7 @@ mod tests {
 
     fn replace(dir: &Path, modified: i64) -> PathBuf {
         let live = dir.join(super::super::FILE_NAME);
-        let raw = keep(dir, &live).unwrap();
+        let raw = keep(dir, &live).unwrap().unwrap();
         fs::remove_file(&live).unwrap(); // a new file replaces the live one
         let _ = fs::remove_file(dir.join("collection.anki2-wal"));
         collection(dir, modified);
@@ -461,7 +537,7 @@ mod tests {
         collection(dir.path(), 1);
         let raw = replace(dir.path(), 2);
         fs::write(durable::temp_path(raw.parent().unwrap(), "snapshot"), b"x").unwrap();
-        repair(dir.path(), LIMITS).unwrap();
+        repair(dir.path(), LIMITS);
         let all = list(dir.path()).unwrap();
         assert_eq!(all.len(), 1);
         assert!(!all[0].raw);

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::{register_unicase, schema, snapshots, FILE_NAME};
 use crate::durable;
@@ -38,12 +38,19 @@ impl Drop for Received {
 impl Received {
     /// A new temp file in `dir` for a collection to arrive in, and the
     /// writer that fills it. Blocking.
+    ///
+    /// When the disk fills up while it arrives, the user's oldest snapshots
+    /// go, one at a time, to make room; the newest stays, and with nothing
+    /// left to remove the write fails (see [`durable::is_disk_full`]).
     pub fn create(dir: &Path) -> io::Result<(Received, Writer)> {
         let received = Received {
             path: Some(durable::temp_path(dir, "upload")),
         };
         let file = durable::create_private(received.path())?;
-        let writer = Writer(BufWriter::with_capacity(64 * 1024, SyncEvery::new(file)));
+        let writer = Writer(BufWriter::with_capacity(
+            64 * 1024,
+            SyncEvery::new(file, dir.to_owned()),
+        ));
         Ok((received, writer))
     }
 }
@@ -74,19 +81,34 @@ impl Write for Writer {
 struct SyncEvery {
     file: File,
     unsynced: u64,
+    /// The account folder, whose snapshots may go when the disk is full.
+    account_dir: PathBuf,
 }
 
 const SYNC_STEP: u64 = 16 << 20;
 
 impl SyncEvery {
-    fn new(file: File) -> SyncEvery {
-        SyncEvery { file, unsynced: 0 }
+    fn new(file: File, account_dir: PathBuf) -> SyncEvery {
+        SyncEvery {
+            file,
+            unsynced: 0,
+            account_dir,
+        }
     }
 }
 
 impl Write for SyncEvery {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
+        let n = loop {
+            match self.file.write(buf) {
+                Err(e) if durable::is_disk_full(&e) => {
+                    if !snapshots::make_room(&self.account_dir)? {
+                        return Err(e);
+                    }
+                }
+                other => break other?,
+            }
+        };
         self.unsynced += n as u64;
         if self.unsynced >= SYNC_STEP {
             self.file.sync_data()?;
@@ -114,10 +136,33 @@ pub fn validate(path: &Path) -> Result<(), String> {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| e.to_string())?;
+    // The file is a stranger's: nothing in its schema may run our functions
+    // with side effects, and what Anki never creates is refused outright.
+    conn.pragma_update(None, "trusted_schema", false)
+        .map_err(|e| e.to_string())?;
     register_unicase(&conn).map_err(|e| e.to_string())?;
-    let result = check_contents(&conn);
+    let result = check_shape(&conn).and_then(|()| check_contents(&conn));
     let _ = conn.close();
     result
+}
+
+/// Anki's collections have tables and indexes only: a trigger would run on
+/// the server's own writes, a view could hide anything.
+fn check_shape(conn: &Connection) -> Result<(), String> {
+    let odd: Option<(String, String)> = conn
+        .query_row(
+            "SELECT type, name FROM sqlite_master WHERE type NOT IN ('table', 'index') LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(|e| e.to_string())?;
+    match odd {
+        Some((kind, name)) => Err(format!(
+            "it holds a {kind} ('{name}'), which Anki never creates"
+        )),
+        None => Ok(()),
+    }
 }
 
 fn check_contents(conn: &Connection) -> Result<(), String> {
@@ -171,7 +216,7 @@ pub fn install(dir: &Path, received: &mut Received) -> io::Result<Option<PathBuf
             super::checkpoint(&conn).map_err(io::Error::other)?;
             conn.close().map_err(|(_, e)| io::Error::other(e))?;
         }
-        snapshot = Some(snapshots::keep(dir, &live)?);
+        snapshot = snapshots::keep(dir, &live)?;
     }
     for suffix in ["-wal", "-shm"] {
         durable::remove_if_present(&sidecar(&live, suffix))?;

@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use sha1::{Digest, Sha1};
@@ -185,31 +185,35 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-/// The body, in memory until it passes [`IN_MEMORY`], then in a temp file
-/// that has no name (unlinked at once), so a crash leaves nothing behind.
-pub struct Spool<'a> {
+/// The body, in memory until it passes [`IN_MEMORY`] (or the memory budget
+/// says no), then in a temp file that has no name (unlinked at once), so a
+/// crash leaves nothing behind.
+pub struct Spool {
     memory: Vec<u8>,
     file: Option<File>,
-    dir: &'a Path,
+    dir: PathBuf,
+    charge: crate::body::Charge,
 }
 
 pub enum Body {
-    Memory(Cursor<Vec<u8>>),
+    /// With the memory it is charged for.
+    Memory(Cursor<Vec<u8>>, crate::body::Charge),
     File(io::BufReader<File>),
 }
 
-impl<'a> Spool<'a> {
-    pub fn new(dir: &'a Path) -> Spool<'a> {
+impl Spool {
+    pub fn new(dir: PathBuf, charge: crate::body::Charge) -> Spool {
         Spool {
             memory: Vec::new(),
             file: None,
             dir,
+            charge,
         }
     }
 
     pub fn finish(self) -> io::Result<Body> {
         Ok(match self.file {
-            None => Body::Memory(Cursor::new(self.memory)),
+            None => Body::Memory(Cursor::new(self.memory), self.charge),
             Some(mut file) => {
                 file.seek(SeekFrom::Start(0))?;
                 Body::File(io::BufReader::with_capacity(64 << 10, file))
@@ -218,15 +222,23 @@ impl<'a> Spool<'a> {
     }
 }
 
-impl Write for Spool<'_> {
+impl Write for Spool {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.file.is_none() && self.memory.len() + buf.len() > IN_MEMORY {
-            let path = durable::temp_path(self.dir, "upload");
-            let mut file = durable::create_private(&path)?;
-            std::fs::remove_file(&path)?;
-            file.write_all(&self.memory)?;
-            self.memory = Vec::new();
-            self.file = Some(file);
+        if self.file.is_none() {
+            let want = self.memory.len() + buf.len();
+            let room = want <= IN_MEMORY
+                && self
+                    .charge
+                    .hold(want.max(self.memory.capacity()) as u64)
+                    .is_ok();
+            if !room {
+                let path = durable::temp_path(&self.dir, "upload");
+                let mut file = durable::create_private(&path)?;
+                std::fs::remove_file(&path)?;
+                file.write_all(&self.memory)?;
+                self.memory = Vec::new();
+                self.file = Some(file);
+            }
         }
         match &mut self.file {
             Some(file) => file.write(buf),
@@ -245,7 +257,7 @@ impl Write for Spool<'_> {
 impl Read for Body {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Body::Memory(c) => c.read(buf),
+            Body::Memory(c, _) => c.read(buf),
             Body::File(f) => f.read(buf),
         }
     }
@@ -254,7 +266,7 @@ impl Read for Body {
 impl Seek for Body {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
         match self {
-            Body::Memory(c) => c.seek(pos),
+            Body::Memory(c, _) => c.seek(pos),
             Body::File(f) => f.seek(pos),
         }
     }

@@ -6,16 +6,35 @@ use http_types::Response;
 
 use super::{blocking, stream_body, Call};
 use crate::account::Account;
+use crate::body::{BodyError, Incoming};
 use crate::collection::{download, snapshots, upload};
 use crate::error::{Failure, Outcome};
-use crate::framing::{self, BodyError, Incoming};
+use crate::framing;
 
 /// Why an upload was not taken. The client shows the message as is.
 #[derive(Debug)]
 enum Refused {
     TooLarge { limit: u64 },
     Damaged(String),
+    DiskFull,
+    Busy,
     Io(std::io::Error),
+}
+
+/// What the client shows when the server has no room left. Shared with
+/// `meta`, which says it before a sync starts.
+pub const DISK_FULL: &str = "The server's disk is full. Nothing was changed on the server. \
+     Free some space on it (for example `sudo leitner snapshot list` shows what old \
+     snapshots take), then sync again.";
+
+impl From<std::io::Error> for Refused {
+    fn from(e: std::io::Error) -> Refused {
+        if crate::durable::is_disk_full(&e) {
+            Refused::DiskFull
+        } else {
+            Refused::Io(e)
+        }
+    }
 }
 
 impl Refused {
@@ -30,32 +49,36 @@ impl Refused {
                 "The uploaded collection is damaged or incomplete ({why}). Nothing was changed \
                  on the server. Use Tools > Check Database in Anki, then sync again."
             ),
+            Refused::DiskFull => DISK_FULL.into(),
+            Refused::Busy => "The server is busy receiving other uploads. Nothing was \
+                changed on the server; sync again in a minute."
+                .into(),
             Refused::Io(e) => format!("The server could not store the upload ({e})."),
         }
     }
 }
 
 /// Streams a request body through the decoder into a temp file in `dir`.
-/// Blocking.
-fn receive(
-    dir: &std::path::Path,
+async fn receive(
+    dir: std::path::PathBuf,
     body: &mut Incoming,
     zstd: bool,
     limit: u64,
 ) -> Result<upload::Received, Refused> {
-    let (received, mut out) = upload::Received::create(dir).map_err(Refused::Io)?;
-    match framing::copy_body(body, zstd, limit, &mut out) {
-        Ok(_) => {}
-        Err(BodyError::TooLarge) => {
-            // Let the client finish sending so it reads our answer.
-            body.drain(limit);
-            return Err(Refused::TooLarge { limit });
+    let (received, out) = blocking(move || upload::Received::create(&dir)).await?;
+    let refused = match body.copy_into(zstd, limit, out).await {
+        Ok(out) => {
+            blocking(move || out.finish()).await?;
+            return Ok(received);
         }
+        Err(BodyError::TooLarge) => Refused::TooLarge { limit },
         Err(BodyError::Malformed(e)) => return Err(Refused::Damaged(e.to_string())),
-        Err(BodyError::Output(e)) => return Err(Refused::Io(e)),
-    }
-    out.finish().map_err(Refused::Io)?;
-    Ok(received)
+        Err(BodyError::Output(e)) => Refused::from(e),
+        Err(BodyError::Busy) => Refused::Busy,
+    };
+    // Let the client finish sending so it reads our answer.
+    body.drain(limit).await;
+    Err(refused)
 }
 
 pub async fn upload(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
@@ -65,7 +88,7 @@ pub async fn upload(call: &mut Call, account: &Arc<Account>) -> Outcome<Response
     let mut body = call.take_body();
     // Receiving takes the longest and touches only a temp file: the user's
     // other requests need not wait for it.
-    let received = blocking(move || receive(&dir, &mut body, zstd, limit)).await;
+    let received = receive(dir, &mut body, zstd, limit).await;
     let received = match received {
         Ok(received) => received,
         Err(refused) => return Ok(refuse_upload(account, refused, zstd).await),
@@ -122,6 +145,7 @@ async fn check_and_install(
             return (refused.message(), None);
         }
     };
+    let files = account.replacing_files().await;
     let mut state = account.lock().await;
     let dir = account.dir.clone();
     let installed = blocking(move || -> Outcome<_> {
@@ -129,6 +153,7 @@ async fn check_and_install(
         Ok(upload::install(&dir, &mut received)?)
     })
     .await;
+    drop(files);
     match installed {
         Ok(snapshot) => ("OK".into(), snapshot),
         Err(failure) => {
@@ -153,20 +178,35 @@ async fn refuse_upload(account: &Account, refused: Refused, zstd: bool) -> Respo
 
 pub async fn download(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
     let zstd = call.zstd();
-    let mut state = account.lock().await;
-    let dir = account.dir.clone();
-    let (file, len, state) = blocking(move || -> Outcome<_> {
-        state.abort_session();
-        let (file, len) = download::open(state.collection(&dir)?, &dir)?;
-        Ok((file, len, state))
-    })
-    .await?;
     if !zstd {
         return Err(Failure::bad_request("downloads need sync version 11"));
     }
-    // The lock travels with the body: this user's next request waits until
-    // the last byte is out, so the file cannot change under the stream.
-    let reader = framing::Encoded::new(file, true, state)?;
+    let pinned = loop {
+        let files = account.reading_files().await;
+        let mut state = account.lock().await;
+        let dir = account.dir.clone();
+        let opened = blocking(move || {
+            state.abort_session();
+            download::open(state.collection(&dir)?, &dir)
+        })
+        .await;
+        match opened {
+            Ok(pinned) => break (pinned, files),
+            // Another download pins an older state and the WAL has moved
+            // on: wait for it to finish, then fold the WAL in.
+            Err(e) if download::is_busy(&e) => {
+                drop(files);
+                drop(account.replacing_files().await);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    // The user's lock is free again: a phone reading slowly holds up none of
+    // the user's other devices. The read guard keeps only an upload's install
+    // waiting (it would replace the file under the pin).
+    let (pinned, files) = pinned;
+    let len = pinned.len;
+    let reader = framing::Encoded::new(pinned, true, files)?;
     Ok(framing::reply_stream(stream_body(reader), len))
 }
 

@@ -3,6 +3,7 @@
 
 use http_types::Response;
 use serde::{Deserialize, Serialize};
+use smol::future::FutureExt;
 
 use super::{reply_json, Call};
 use crate::error::{Failure, Outcome};
@@ -23,12 +24,20 @@ struct HostKey {
 
 pub async fn host_key(call: &mut Call, line: &mut RequestLine) -> Outcome<Response> {
     let login: Login = call.json().await?;
-    let known = call
-        .service
-        .users
-        .login(&login.user, &login.password)
-        .await
-        .ok_or_else(Failure::forbidden)?;
+    let service = call.service.clone();
+    let stopping = async {
+        service.activity.stopped().await;
+        Err(Failure::unavailable("the server is stopping"))
+    };
+    let known = async {
+        service
+            .users
+            .login(call.peer, &login.user, &login.password)
+            .await
+            .ok_or_else(Failure::forbidden)
+    }
+    .or(stopping)
+    .await?;
     line.user = Some(known.account.name.clone());
     Ok(reply_json(
         HostKey {

@@ -126,18 +126,23 @@ pub async fn sanity(call: &mut Call, account: &Arc<Account>) -> Outcome<Response
 
 pub async fn upload_changes(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
     let zstd = call.zstd();
-    let limit = call.service.collection_limit();
+    let limit = call.body_limit();
     let mut body = call.take_body();
+    // The whole body first, without the media lock: a phone on slow Wi-Fi
+    // must not hold up the user's other devices while its batch trickles in.
+    let spool = upload::Spool::new(account.dir.clone(), call.service.budget.charge());
+    let spool = match body.copy_into(zstd, limit, spool).await {
+        Ok(spool) => spool,
+        Err(e) => {
+            // Let a client still sending read the answer, not a reset.
+            body.drain(limit).await;
+            return Err(e.into());
+        }
+    };
     let mut slot = account.lock_media().await;
     let dir = account.dir.clone();
     let outcome = blocking(move || -> Outcome<_> {
         let store = open_media(&mut slot, &dir)?;
-        let mut spool = upload::Spool::new(store.staging());
-        if let Err(e) = framing::copy_body(&mut body, zstd, limit, &mut spool) {
-            // Let a client still sending read the answer, not a reset.
-            body.drain(limit);
-            return Err(e.into());
-        }
         let body = spool
             .finish()
             .map_err(|e| Failure::internal(format!("spooling upload: {e}")))?;
@@ -170,15 +175,15 @@ pub async fn download_files(call: &mut Call, account: &Arc<Account>) -> Outcome<
     let zstd = call.zstd();
     let mut slot = account.lock_media().await;
     let dir = account.dir.clone();
-    let (zip, slot) = blocking(move || -> Outcome<_> {
-        let zip = download::prepare(open_media(&mut slot, &dir)?, names)?;
-        Ok((zip, slot))
+    let zip = blocking(move || -> Outcome<_> {
+        Ok(download::prepare(open_media(&mut slot, &dir)?, names)?)
     })
     .await?;
     let len = zip.byte_len();
-    // The lock travels with the body: no upload of this user replaces a file
-    // halfway through sending it.
-    let reader = framing::Encoded::new(zip, zstd, slot)?;
+    // Every file is open now: an upload that replaces or deletes one renames
+    // or unlinks it, and what streams is still the file as it was. So the
+    // lock is not held while a slow device reads.
+    let reader = framing::Encoded::new(zip, zstd, ())?;
     let body: Body = stream_body(reader);
     Ok(framing::reply_stream(body, len))
 }

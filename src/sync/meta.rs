@@ -45,9 +45,22 @@ pub async fn meta(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> 
         )));
     }
     let now = clock::now_secs();
-    let mut state = account.lock().await;
+    // Answered at once: a download or a sync step of another device holds
+    // the lock for as long as it takes, and then the committed state is the
+    // answer anyway.
+    let mut state = match account.try_lock() {
+        Some(state) => state,
+        None if account.collection_path().exists() => {
+            let path = account.collection_path();
+            let status = blocking(move || -> Outcome<collection::Status> {
+                Ok(collection::status(&collection::open(&path)?)?)
+            })
+            .await?;
+            return answer(call, account, status, now).await;
+        }
+        None => account.lock().await,
+    };
     let dir = account.dir.clone();
-    let oversize = call.service.collection_limit();
     let session = call.header.session.clone();
     let idle = call.service.config.sync_idle;
     let status = blocking(move || -> Outcome<collection::Status> {
@@ -58,21 +71,33 @@ pub async fn meta(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> 
         if state.session.as_ref().is_some_and(|s| s.key == session) {
             state.abort_session();
         }
-        let mut status = if state.has_session() {
+        let status = if state.has_session() {
             collection::status(&collection::open(&dir.join(collection::FILE_NAME))?)?
         } else {
             collection::status(state.collection(&dir)?)?
         };
-        // Like the official server: a collection too large to upload again is
-        // only ever offered as a one-way sync.
-        let len = std::fs::metadata(dir.join(collection::FILE_NAME))?.len();
-        if len > oversize {
-            status.schema_modified = clock::now_millis();
-        }
         Ok(status)
     })
     .await?;
+    answer(call, account, status, now).await
+}
+
+async fn answer(
+    call: &mut Call,
+    account: &Arc<Account>,
+    mut status: collection::Status,
+    now: i64,
+) -> Outcome<Response> {
+    let oversize = call.service.collection_limit();
+    let len = std::fs::metadata(account.collection_path()).map_or(0, |m| m.len());
+    // Like the official server: a collection too large to upload again is
+    // only ever offered as a one-way sync.
+    if len > oversize {
+        status.schema_modified = clock::now_millis();
+    }
     let media_usn = super::media::current_usn(account).await?;
+    let dir = account.dir.clone();
+    let disk_full = blocking(move || no_room(&dir)).await;
 
     let (cont, msg) = if clock::is_unset(now) {
         // Every client would refuse our timestamps anyway; say why instead.
@@ -82,6 +107,9 @@ pub async fn meta(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> 
              Check its internet connection and try again in a few minutes."
                 .to_string(),
         )
+    } else if disk_full {
+        // A sync would fail halfway with "disk I/O error": say why instead.
+        (false, super::full::DISK_FULL.to_string())
     } else {
         (true, String::new())
     };
@@ -97,4 +125,21 @@ pub async fn meta(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> 
         media_usn,
     };
     Ok(reply_json(meta, call.zstd()).await)
+}
+
+/// Room a sync needs at least: its WAL pages, a media batch's rows.
+const MIN_FREE: u64 = 1 << 20;
+
+/// Whether the disk holding `account_dir` is (nearly) full even after the
+/// user's older snapshots made room. Blocking.
+fn no_room(account_dir: &std::path::Path) -> bool {
+    loop {
+        match crate::durable::free_space(account_dir) {
+            Some(free) if free < MIN_FREE => {}
+            _ => return false,
+        }
+        if !matches!(collection::snapshots::make_room(account_dir), Ok(true)) {
+            return true;
+        }
+    }
 }

@@ -7,6 +7,7 @@ mod meta;
 pub mod normal;
 
 use std::io;
+use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -17,10 +18,11 @@ use serde::de::DeserializeOwned;
 use smol::future::FutureExt;
 
 use crate::auth::Users;
+use crate::body::{Budget, Incoming};
 use crate::collection::snapshots;
 use crate::config::Config;
 use crate::error::{Failure, Outcome};
-use crate::framing::{self, Incoming, SyncHeader};
+use crate::framing::{self, SyncHeader};
 use crate::logging::{self, RequestLine};
 use crate::route::{self, Endpoint, MediaMethod, Refusal, SyncMethod};
 use crate::server::Activity;
@@ -30,7 +32,20 @@ pub struct Service {
     pub config: Config,
     pub users: Users,
     pub activity: Arc<Activity>,
+    /// Memory for request bodies in flight, all requests together.
+    pub budget: Arc<Budget>,
+    /// Requests not yet known to come from a user (logins): only so many
+    /// at once, whatever a LAN device opens.
+    strangers: crate::throttle::Strangers,
 }
+
+/// The memory request bodies may take at once: with the rest of the process
+/// (about 10 MB), under 64 MB whatever the network sends.
+const BODY_BUDGET: u64 = 48 << 20;
+
+/// Logins in flight at once, in all and from one address.
+const STRANGERS: usize = 1024;
+const STRANGERS_PER_ADDRESS: usize = 32;
 
 impl Service {
     /// Reads the users, creates every user's folder and finishes what a
@@ -44,7 +59,7 @@ impl Service {
             let account = &known.account;
             std::fs::create_dir_all(&account.dir)?;
             crate::durable::sweep_temps(&account.dir)?;
-            snapshots::repair(&account.dir, config.snapshots).map_err(io::Error::other)?;
+            snapshots::repair(&account.dir, config.snapshots);
             if let Some(seen) = seen.get(&account.name) {
                 account.saw(seen.clone());
             }
@@ -56,6 +71,8 @@ impl Service {
             config,
             users,
             activity,
+            budget: Budget::new(BODY_BUDGET),
+            strangers: crate::throttle::Strangers::new(STRANGERS, STRANGERS_PER_ADDRESS),
         })
     }
 
@@ -92,8 +109,11 @@ impl Service {
 pub struct Call {
     pub service: Arc<Service>,
     pub header: SyncHeader,
-    body: Option<Body>,
-    received: Arc<AtomicU64>,
+    /// Who sent it (the TCP peer), for login throttling.
+    pub peer: Option<IpAddr>,
+    body: Option<Incoming>,
+    /// The endpoint's body limit (see [`Endpoint::body_limit`]).
+    limit: u64,
 }
 
 impl Call {
@@ -101,22 +121,21 @@ impl Call {
         self.header.zstd()
     }
 
-    /// The request body, once, for streaming it somewhere on the blocking pool.
-    pub fn take_body(&mut self) -> Incoming {
-        Incoming::new(
-            self.body.take().expect("body taken once"),
-            self.received.clone(),
-        )
+    pub fn body_limit(&self) -> u64 {
+        self.limit
     }
 
-    /// The JSON body, read and decoded on the blocking pool, capped at
-    /// `MAX_SYNC_PAYLOAD_MEGS`.
+    /// The request body, once, for streaming it somewhere.
+    pub fn take_body(&mut self) -> Incoming {
+        self.body.take().expect("body taken once")
+    }
+
+    /// The JSON body: read as it arrives, decoded and parsed on the blocking
+    /// pool, within the endpoint's limit and the memory budget.
     pub async fn json<T: DeserializeOwned + Send + 'static>(&mut self) -> Outcome<T> {
         let mut body = self.take_body();
-        let zstd = self.zstd();
-        let limit = self.service.config.max_payload;
+        let bytes = body.read_all(self.zstd(), self.limit).await?;
         smol::unblock(move || {
-            let bytes = framing::read_body(&mut body, zstd, limit)?;
             serde_json::from_slice(&bytes)
                 .map_err(|e| Failure::bad_request(format!("bad request JSON: {e}")))
         })
@@ -125,7 +144,7 @@ impl Call {
 }
 
 /// Answers one request. Never fails: every problem becomes a status code.
-pub async fn handle(service: Arc<Service>, mut req: Request) -> Response {
+pub async fn handle(service: Arc<Service>, mut req: Request, peer: Option<IpAddr>) -> Response {
     let activity = service.activity.begin();
     let mut line = RequestLine {
         user: None,
@@ -134,7 +153,7 @@ pub async fn handle(service: Arc<Service>, mut req: Request) -> Response {
         received: Arc::new(AtomicU64::new(0)),
         problem: None,
     };
-    let outcome = AssertUnwindSafe(dispatch(&service, &mut req, &mut line))
+    let outcome = AssertUnwindSafe(dispatch(&service, &mut req, peer, &mut line))
         .catch_unwind()
         .await
         .unwrap_or_else(|_| Err(Failure::internal("the request handler panicked")));
@@ -151,6 +170,7 @@ pub async fn handle(service: Arc<Service>, mut req: Request) -> Response {
 async fn dispatch(
     service: &Arc<Service>,
     req: &mut Request,
+    peer: Option<IpAddr>,
     line: &mut RequestLine,
 ) -> Outcome<Response> {
     let endpoint = match route::route(req.method(), req.url().path()) {
@@ -191,10 +211,19 @@ async fn dispatch(
     let mut call = Call {
         service: service.clone(),
         header,
-        body: Some(req.take_body()),
-        received: line.received.clone(),
+        peer,
+        body: Some(Incoming::new(
+            req.take_body(),
+            line.received.clone(),
+            service.budget.clone(),
+        )),
+        limit: endpoint.body_limit(service.collection_limit()),
     };
     if endpoint == Endpoint::Sync(SyncMethod::HostKey) {
+        let admitted = peer.map(|peer| service.strangers.admit(peer));
+        if matches!(admitted, Some(None)) {
+            return Err(Failure::unavailable("too many logins at once"));
+        }
         return login::host_key(&mut call, line).await;
     }
     let account = service

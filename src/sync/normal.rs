@@ -156,7 +156,19 @@ async fn step<T: Serialize>(
         }
         let mut session = state.session.take().expect("checked above");
         let conn = state.collection(&dir)?;
-        match work(conn, &mut session) {
+        // A panic (a bug) in a step rolls the sync back like any failure, so
+        // the user can start a new one at once.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let value = work(conn, &mut session)?;
+            test_hook_panic();
+            Ok(value)
+        }))
+        .unwrap_or_else(|_| {
+            Err(Failure::internal(
+                "a sync step panicked; the sync was rolled back",
+            ))
+        });
+        match outcome {
             Ok(value) => {
                 session.touched = Instant::now();
                 state.session = Some(session);
@@ -169,6 +181,17 @@ async fn step<T: Serialize>(
         }
     })
     .await
+}
+
+/// Test-only: with `LEITNER_TEST_PANIC_FILE` set (debug builds), a step
+/// panics once after its work when that file exists, removing it.
+fn test_hook_panic() {
+    #[cfg(debug_assertions)]
+    if let Some(path) = std::env::var_os("LEITNER_TEST_PANIC_FILE") {
+        if std::fs::remove_file(path).is_ok() {
+            panic!("test hook: a sync step panics");
+        }
+    }
 }
 
 fn collect_graves(conn: &Connection, min_usn: i32) -> Outcome<Graves> {
@@ -678,13 +701,28 @@ pub async fn apply_chunk(call: &mut Call, account: &Arc<Account>) -> Outcome<Res
                 .map(str::to_owned)
                 .ok_or_else(|| bad(format!("column {i} is not text")))
         };
+        // A number the client's own types cannot hold would be stored here
+        // and break every device that downloads it: refuse it instead.
+        let fits = |table: &str, ranges: &[(i64, i64)], row: &[Value]| -> Outcome<()> {
+            for (i, (lo, hi)) in ranges.iter().enumerate() {
+                if let Some(v) = row.get(i).filter(|v| v.is_number() || v.is_string()) {
+                    match int(Some(v)) {
+                        Some(n) if (*lo..=*hi).contains(&n) => {}
+                        _ => return Err(bad(format!("{table} column {i} out of range: {v}"))),
+                    }
+                }
+            }
+            Ok(())
+        };
         let mut shapes = std::collections::HashMap::new();
         for r in &chunk.revlog {
+            fits("revlog", &REVLOG_RANGES, r)?;
             conn.prepare_cached("INSERT OR IGNORE INTO revlog VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")?.execute(
                 params![num(r, 0)?, num(r, 1)?, usn, num(r, 3)?, num(r, 4)?, num(r, 5)?, num(r, 6)?, num(r, 7)?, num(r, 8)?],
             )?;
         }
         for r in &chunk.cards {
+            fits("cards", &CARD_RANGES, r)?;
             if server_keeps(conn, "cards", num(r, 0)?, num(r, 4)?, s.client_usn)? {
                 continue;
             }
@@ -726,6 +764,39 @@ pub async fn apply_chunk(call: &mut Call, account: &Arc<Account>) -> Outcome<Res
     })
     .await
 }
+
+const I64: (i64, i64) = (i64::MIN, i64::MAX);
+const I32: (i64, i64) = (i32::MIN as i64, i32::MAX as i64);
+const U32: (i64, i64) = (0, u32::MAX as i64);
+const U16: (i64, i64) = (0, u16::MAX as i64);
+const U8: (i64, i64) = (0, u8::MAX as i64);
+
+/// What Anki's own card type holds in each numeric column of a chunk's card
+/// row: id, nid, did, ord, mod, usn, type, queue, due, ivl, factor, reps,
+/// lapses, left, odue, odid, flags.
+const CARD_RANGES: [(i64, i64); 17] = [
+    I64,
+    I64,
+    I64,
+    U16,
+    I64,
+    I32,
+    (0, 3),
+    (-3, 4),
+    I32,
+    U32,
+    U16,
+    U32,
+    U32,
+    U32,
+    I32,
+    I64,
+    U8,
+];
+
+/// The same for a review: id, cid, usn, ease, ivl, lastIvl, factor, time,
+/// type.
+const REVLOG_RANGES: [(i64, i64); 9] = [I64, I64, I32, U8, I32, I32, U32, U32, U8];
 
 /// Whether the server's row wins: changed here since the client last synced,
 /// and at least as new.

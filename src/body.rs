@@ -1,0 +1,474 @@
+//! Request bodies: read on the executor as bytes arrive, handed to the
+//! blocking pool only once they are here, undone from zstd there, capped on
+//! both sides of the decoder, and counted against one memory budget shared
+//! by every request in flight.
+//!
+//! A device on the LAN may send anything, or send it slowly: a body that
+//! trickles in holds a connection task (cheap), never a blocking thread, and
+//! a body that decompresses to much more than it weighs stops at its
+//! endpoint's limit, decided before a byte is read.
+
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use http_types::Body;
+use smol::io::AsyncReadExt;
+
+/// Bytes handed to the blocking pool at once (and held per request while
+/// they wait there).
+const BATCH: usize = 64 * 1024;
+
+/// The largest zstd window we accept (8 MiB). Anki compresses with level 3,
+/// whose window is 2 MiB; zstd's own default ceiling is 128 MiB, which a
+/// small hostile frame could make a decoder allocate.
+const WINDOW_LOG_MAX: u32 = 23;
+
+/// What a decoder holds besides its window and output: its context.
+const DECODER_BASE: u64 = 96 * 1024;
+
+/// Why a request body could not be taken.
+#[derive(Debug)]
+pub enum BodyError {
+    /// More than the endpoint's limit, compressed or decompressed.
+    TooLarge,
+    /// Not a complete zstd stream, or the connection broke mid-body.
+    Malformed(io::Error),
+    /// Writing the output failed (disk full, ...).
+    Output(io::Error),
+    /// The memory budget for bodies in flight is spent: try again soon.
+    Busy,
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::TooLarge => write!(
+                f,
+                "request body is larger than this endpoint allows (for uploads: \
+                 MAX_SYNC_PAYLOAD_MEGS)"
+            ),
+            BodyError::Malformed(e) => write!(f, "unreadable request body: {e}"),
+            BodyError::Output(e) => write!(f, "storing request body: {e}"),
+            BodyError::Busy => write!(f, "too many request bodies in memory at once"),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {}
+
+/// Memory for request bodies in flight, across all requests: a ceiling that
+/// no number of concurrent requests can push the process past.
+#[derive(Debug)]
+pub struct Budget {
+    used: AtomicU64,
+    ceiling: u64,
+}
+
+impl Budget {
+    pub fn new(ceiling: u64) -> Arc<Budget> {
+        Arc::new(Budget {
+            used: AtomicU64::new(0),
+            ceiling,
+        })
+    }
+
+    /// An empty charge that can grow.
+    pub fn charge(self: &Arc<Self>) -> Charge {
+        Charge {
+            budget: self.clone(),
+            bytes: 0,
+        }
+    }
+
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
+/// Bytes taken from a [`Budget`], given back when dropped.
+#[derive(Debug)]
+pub struct Charge {
+    budget: Arc<Budget>,
+    bytes: u64,
+}
+
+impl Charge {
+    /// Takes `n` more bytes, or fails without taking any.
+    pub fn grow(&mut self, n: u64) -> Result<(), BodyError> {
+        let budget = &self.budget;
+        let mut used = budget.used.load(Ordering::Relaxed);
+        loop {
+            let want = used.saturating_add(n);
+            if want > budget.ceiling {
+                return Err(BodyError::Busy);
+            }
+            match budget
+                .used
+                .compare_exchange_weak(used, want, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => used = now,
+            }
+        }
+        self.bytes += n;
+        Ok(())
+    }
+
+    /// Holds at least `n` bytes in all.
+    pub fn hold(&mut self, n: u64) -> Result<(), BodyError> {
+        if n > self.bytes {
+            self.grow(n - self.bytes)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// A request body as it arrives, counting the bytes that cross the wire.
+pub struct Incoming {
+    body: Body,
+    received: Arc<AtomicU64>,
+    budget: Arc<Budget>,
+}
+
+impl Incoming {
+    pub fn new(body: Body, received: Arc<AtomicU64>, budget: Arc<Budget>) -> Incoming {
+        Incoming {
+            body,
+            received,
+            budget,
+        }
+    }
+
+    /// Copies the body into `sink` on the blocking pool, undoing zstd when
+    /// `zstd` is set and refusing more than `limit` bytes on either side of
+    /// the decoder. Returns the sink (and so whatever it owns) when done.
+    pub async fn copy_into<W: Write + Send + 'static>(
+        &mut self,
+        zstd: bool,
+        limit: u64,
+        sink: W,
+    ) -> Result<W, BodyError> {
+        // Memory is charged as bytes arrive, not ahead: a body that stalls
+        // after its first bytes costs next to nothing, however many do.
+        let decoder_cost = if zstd {
+            DECODER_BASE + limit.min(1 << WINDOW_LOG_MAX)
+        } else {
+            0
+        };
+        let mut charge = self.budget.charge();
+        let mut sink = Some(Capped {
+            inner: sink,
+            left: limit,
+            hit: false,
+            failed: false,
+        });
+        let mut decode: Option<Decode<W>> = None;
+        let mut raw_total = 0u64;
+        let mut chunk = [0u8; 8 * 1024];
+        loop {
+            let base = if decode.is_some() { decoder_cost } else { 0 };
+            let mut batch = Vec::new();
+            let mut end = false;
+            while batch.len() < BATCH {
+                let n = self
+                    .body
+                    .read(&mut chunk)
+                    .await
+                    .map_err(BodyError::Malformed)?;
+                if n == 0 {
+                    end = true;
+                    break;
+                }
+                self.received.fetch_add(n as u64, Ordering::Relaxed);
+                raw_total += n as u64;
+                if raw_total > limit {
+                    return Err(BodyError::TooLarge);
+                }
+                batch.reserve(n);
+                charge.hold(base + batch.capacity() as u64)?;
+                batch.extend_from_slice(&chunk[..n]);
+            }
+            let mut d = match decode.take() {
+                Some(d) => d,
+                None => {
+                    charge.hold(decoder_cost + batch.capacity() as u64)?;
+                    let capped = sink.take().expect("used once");
+                    crate::sync::blocking(move || Decode::new(capped, zstd)).await?
+                }
+            };
+            let (d, result) = crate::sync::blocking(move || {
+                let result = d.write_all(&batch);
+                (d, result)
+            })
+            .await;
+            if let Err(e) = result {
+                return Err(d.classify(e));
+            }
+            if end {
+                return crate::sync::blocking(move || d.finish()).await;
+            }
+            decode = Some(d);
+        }
+    }
+
+    /// Reads the whole body into memory (JSON requests), charged to the
+    /// budget as it grows.
+    pub async fn read_all(&mut self, zstd: bool, limit: u64) -> Result<Vec<u8>, BodyError> {
+        let sink = Charged {
+            data: Vec::new(),
+            charge: self.budget.charge(),
+        };
+        Ok(self.copy_into(zstd, limit, sink).await?.data)
+    }
+
+    /// Reads and throws away up to `limit` more bytes, so that a client still
+    /// sending a refused body gets to read our answer instead of a reset.
+    pub async fn drain(&mut self, limit: u64) {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut left = limit;
+        while left > 0 {
+            match self.body.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n as u64),
+            }
+        }
+    }
+}
+
+/// A `Vec` sink whose growth is charged to the budget.
+struct Charged {
+    data: Vec<u8>,
+    charge: Charge,
+}
+
+impl Write for Charged {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let want = (self.data.len() + buf.len()).max(self.data.capacity()) as u64;
+        self.charge
+            .hold(want)
+            .map_err(|_| io::Error::other(BodyError::Busy))?;
+        self.data.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+enum Decode<W: Write> {
+    Zstd(zstd::stream::write::Decoder<'static, Capped<W>>),
+    Plain(Capped<W>),
+}
+
+impl<W: Write> Decode<W> {
+    fn new(capped: Capped<W>, zstd: bool) -> Result<Decode<W>, BodyError> {
+        if !zstd {
+            return Ok(Decode::Plain(capped));
+        }
+        let mut decoder =
+            zstd::stream::write::Decoder::new(capped).map_err(BodyError::Malformed)?;
+        decoder
+            .window_log_max(WINDOW_LOG_MAX)
+            .map_err(BodyError::Malformed)?;
+        Ok(Decode::Zstd(decoder))
+    }
+
+    fn capped(&self) -> &Capped<W> {
+        match self {
+            Decode::Zstd(d) => d.get_ref(),
+            Decode::Plain(c) => c,
+        }
+    }
+
+    /// What a failed write means: over the limit, the sink's own failure, or
+    /// a body that is not what it claims to be.
+    fn classify(&self, e: io::Error) -> BodyError {
+        let capped = self.capped();
+        if capped.hit {
+            BodyError::TooLarge
+        } else if e.get_ref().is_some_and(|inner| inner.is::<BodyError>()) {
+            BodyError::Busy
+        } else if capped.failed {
+            BodyError::Output(e)
+        } else {
+            BodyError::Malformed(e)
+        }
+    }
+
+    fn finish(self) -> Result<W, BodyError> {
+        match self {
+            Decode::Zstd(mut d) => match d.do_finish() {
+                Ok(()) => Ok(d.into_inner().inner),
+                Err(e) => Err(Decode::Zstd(d).classify(e)),
+            },
+            Decode::Plain(c) => Ok(c.inner),
+        }
+    }
+}
+
+impl<W: Write> Write for Decode<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Decode::Zstd(d) => d.write(buf),
+            Decode::Plain(c) => c.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Decode::Zstd(d) => d.flush(),
+            Decode::Plain(c) => c.flush(),
+        }
+    }
+}
+
+/// Refuses to pass on more than `left` bytes, and remembers which of its
+/// own failures happened, so the caller can tell them from broken input.
+struct Capped<W> {
+    inner: W,
+    left: u64,
+    hit: bool,
+    failed: bool,
+}
+
+impl<W: Write> Write for Capped<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.len() as u64 > self.left {
+            self.hit = true;
+            return Err(io::Error::other("body over the size limit"));
+        }
+        let n = self.inner.write(buf).inspect_err(|_| self.failed = true)?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush().inspect_err(|_| self.failed = true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incoming(bytes: Vec<u8>, budget: &Arc<Budget>) -> (Incoming, Arc<AtomicU64>) {
+        let counter = Arc::new(AtomicU64::new(0));
+        (
+            Incoming::new(Body::from_bytes(bytes), counter.clone(), budget.clone()),
+            counter,
+        )
+    }
+
+    fn read(bytes: Vec<u8>, zstd: bool, limit: u64) -> Result<Vec<u8>, BodyError> {
+        let budget = Budget::new(64 << 20);
+        let (mut body, _) = incoming(bytes, &budget);
+        let out = smol::block_on(body.read_all(zstd, limit));
+        assert_eq!(budget.used(), 0, "every charge given back");
+        out
+    }
+
+    #[test]
+    fn zstd_bodies_are_decoded_and_counted() {
+        let json = br#"{"u":"alice","p":"secret"}"#;
+        let compressed = zstd::bulk::compress(json, 3).unwrap();
+        let len = compressed.len() as u64;
+        let budget = Budget::new(64 << 20);
+        let (mut body, counter) = incoming(compressed, &budget);
+        assert_eq!(smol::block_on(body.read_all(true, 1000)).unwrap(), json);
+        assert_eq!(counter.load(Ordering::Relaxed), len);
+    }
+
+    #[test]
+    fn limits_hold_on_both_sides_of_the_decoder() {
+        // Decompressed too large, compressed tiny.
+        let big = vec![b'a'; 100_000];
+        let packed = zstd::bulk::compress(&big, 3).unwrap();
+        assert!(matches!(
+            read(packed.clone(), true, 99_999),
+            Err(BodyError::TooLarge)
+        ));
+        assert_eq!(read(packed, true, 100_000).unwrap().len(), 100_000);
+        // Plain body exactly at and over the limit.
+        assert_eq!(read(vec![1; 10], false, 10).unwrap().len(), 10);
+        assert!(matches!(
+            read(vec![1; 11], false, 10),
+            Err(BodyError::TooLarge)
+        ));
+        // Compressed side over the limit (incompressible data).
+        let noise: Vec<u8> = (0..50_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let packed = zstd::bulk::compress(&noise, 3).unwrap();
+        assert!(matches!(
+            read(packed, true, 20_000),
+            Err(BodyError::TooLarge)
+        ));
+        // A bomb: a megabyte of zeros in a few hundred bytes, against a
+        // login-sized limit.
+        let bomb = zstd::bulk::compress(&vec![0u8; 50 << 20], 19).unwrap();
+        assert!(bomb.len() < 10_000);
+        assert!(matches!(
+            read(bomb, true, 16 << 10),
+            Err(BodyError::TooLarge)
+        ));
+    }
+
+    #[test]
+    fn broken_zstd_is_malformed() {
+        assert!(matches!(
+            read(b"this is not zstd".to_vec(), true, 1000),
+            Err(BodyError::Malformed(_))
+        ));
+        let mut truncated = zstd::bulk::compress(&vec![7u8; 100_000], 3).unwrap();
+        truncated.truncate(truncated.len() / 2);
+        assert!(matches!(
+            read(truncated, true, 1 << 20),
+            Err(BodyError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_spent_budget_refuses_instead_of_allocating() {
+        let budget = Budget::new(200 * 1024);
+        let (mut body, _) = incoming(vec![1; 300 * 1024], &budget);
+        assert!(matches!(
+            smol::block_on(body.read_all(false, 1 << 20)),
+            Err(BodyError::Busy)
+        ));
+        assert_eq!(budget.used(), 0);
+        let mut a = budget.charge();
+        a.grow(150 * 1024).unwrap();
+        let mut b = budget.charge();
+        assert!(matches!(b.grow(100 * 1024), Err(BodyError::Busy)));
+        drop(a);
+        b.grow(100 * 1024).unwrap();
+    }
+
+    #[test]
+    fn a_sink_that_fails_is_an_output_error() {
+        #[derive(Debug)]
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::from_raw_os_error(28))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let budget = Budget::new(64 << 20);
+        let (mut body, _) = incoming(zstd::bulk::compress(b"data", 3).unwrap(), &budget);
+        match smol::block_on(body.copy_into(true, 1000, Full)) {
+            Err(BodyError::Output(e)) => assert!(crate::durable::is_disk_full(&e)),
+            other => panic!("{other:?}"),
+        }
+    }
+}
