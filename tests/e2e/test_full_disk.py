@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from anki.sync_pb2 import SyncCollectionResponse
 
-from harness import Device
+from harness import Device, wait_for
 
 Changes = SyncCollectionResponse.ChangesRequired
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: run as root")
@@ -36,6 +36,19 @@ def big_collection(dev: Device, megabytes: int, seed: int) -> None:
         dev.col.add_note(note, 1)
 
 
+def fill(path: Path, leave: int) -> None:
+    """Fills the card with `path` until `leave` bytes are left."""
+    import shutil
+
+    with open(path, "wb") as out:
+        try:
+            while shutil.disk_usage(path.parent).free > leave:
+                out.write(b"\0" * min(1 << 20, max(4096, shutil.disk_usage(path.parent).free - leave)))
+                out.flush()
+        except OSError:
+            pass
+
+
 def snapshot_files(data: Path) -> list[str]:
     folder = data / "alice" / "snapshots"
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
@@ -43,23 +56,28 @@ def snapshot_files(data: Path) -> list[str]:
 
 def test_a_full_card_refuses_clearly_and_the_server_keeps_serving(server_factory, card, tmp_path):
     server = server_factory(data=card / "leitner").start()
-    # Two uploads of a 13 MB collection: the second leaves the first as a raw
+    # Two uploads of a 14 MB collection: the second leaves the first as a raw
     # snapshot that has no room to be compressed.
     first = Device(tmp_path / "first")
-    big_collection(first, 13, seed=1)
+    big_collection(first, 14, seed=1)
     auth = first.login(server)
     assert first.sync(auth) == Changes.FULL_UPLOAD
     first.full_sync(auth, upload=True)
     second = Device(tmp_path / "second")
-    big_collection(second, 13, seed=2)
+    big_collection(second, 14, seed=2)
     auth2 = second.login(server)
     second.full_sync(auth2, upload=True)
-    assert any(name.endswith(".anki2") for name in snapshot_files(card / "leitner")), \
-        "the compression had room after all: the test no longer tests the full card"
+    assert wait_for(lambda: "compressing a snapshot failed" in server.log(), timeout=30), \
+        "the compression had room after all: the test no longer tests the full card\n" + server.log()
+    assert any(name.endswith(".anki2") for name in snapshot_files(card / "leitner"))
 
-    # A restart (as systemd would after a crash) serves, leftovers and all.
+    # A restart (as systemd would after a crash) serves, leftovers and all,
+    # even when compressing them finds no room.
     server.stop()
+    squeeze = card / "squeeze"
+    fill(squeeze, leave=1 << 20)
     server.start()
+    squeeze.unlink()
     third = Device(tmp_path / "third")
     third_auth = third.login(server)
     third.full_sync(third_auth, upload=False)
@@ -85,13 +103,7 @@ def test_a_full_card_refuses_clearly_and_the_server_keeps_serving(server_factory
     for name in snapshot_files(card / "leitner"):
         (card / "leitner" / "alice" / "snapshots" / name).unlink()
     filler = card / "filler"
-    with open(filler, "wb") as out:
-        try:
-            while True:
-                out.write(b"\0" * (1 << 20))
-                out.flush()
-        except OSError:
-            pass
+    fill(filler, leave=0)
     note = first.col.new_note(first.col.models.by_name("Basic"))
     note["Front"] = "after the card filled up"
     first.col.add_note(note, 1)
