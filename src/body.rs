@@ -250,10 +250,18 @@ struct Charged {
 
 impl Write for Charged {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let want = (self.data.len() + buf.len()).max(self.data.capacity()) as u64;
+        // Charged before growing, by what a growing Vec asks for (twice its
+        // capacity, or what is needed), not by its length.
+        let (len, cap) = (self.data.len(), self.data.capacity());
+        let want = if len + buf.len() <= cap {
+            cap
+        } else {
+            (len + buf.len()).max(cap * 2)
+        };
         self.charge
-            .hold(want)
+            .hold(want as u64)
             .map_err(|_| io::Error::other(BodyError::Busy))?;
+        self.data.reserve_exact(want - len);
         self.data.extend_from_slice(buf);
         Ok(buf.len())
     }

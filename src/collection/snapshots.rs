@@ -131,17 +131,26 @@ pub fn keep(account_dir: &Path, live: &Path) -> io::Result<Option<PathBuf>> {
 /// comes first, even before the newest one. Returns whether anything went.
 /// Blocking.
 pub fn make_room(account_dir: &Path) -> io::Result<bool> {
-    match list(account_dir)?.first() {
+    remove_oldest(&account_dir.join(DIR_NAME), None)
+}
+
+/// Removes the oldest snapshot in `dir` other than `except`.
+fn remove_oldest(dir: &Path, except: Option<&Path>) -> io::Result<bool> {
+    if !dir.exists() {
+        return Ok(false);
+    }
+    let all = list_dir(dir)?;
+    match all.iter().find(|s| Some(s.path.as_path()) != except) {
         Some(oldest) => {
             log::warn!(
                 "{}: disk full; removing the oldest snapshot {}",
-                account_dir.display(),
+                dir.display(),
                 oldest.id
             );
             durable::remove_if_present(&oldest.path)?;
             Ok(true)
         }
-        _ => Ok(false),
+        None => Ok(false),
     }
 }
 
@@ -192,7 +201,7 @@ pub fn pack(raw: &Path, kind: Kind, limits: Limits) -> Result<(), StoreError> {
     if !unchanged {
         let packed = raw.with_extension(PACKED_EXT);
         match write_packed(raw, &packed, &info) {
-            Err(e) if durable::is_disk_full(&e) && make_room_except(dir, raw)? => {
+            Err(e) if durable::is_disk_full(&e) && remove_oldest(dir, Some(raw))? => {
                 write_packed(raw, &packed, &info)?
             }
             other => other?,
@@ -201,23 +210,6 @@ pub fn pack(raw: &Path, kind: Kind, limits: Limits) -> Result<(), StoreError> {
     durable::remove_if_present(raw)?;
     prune(dir, limits)?;
     Ok(())
-}
-
-/// [`make_room`] for compressing `raw`: the oldest other snapshot goes.
-fn make_room_except(dir: &Path, raw: &Path) -> io::Result<bool> {
-    let all = list_dir(dir)?;
-    match all.iter().find(|s| s.path != raw) {
-        Some(oldest) if all.len() > 1 => {
-            log::warn!(
-                "{}: disk full; removing the oldest snapshot {}",
-                dir.display(),
-                oldest.id
-            );
-            durable::remove_if_present(&oldest.path)?;
-            Ok(true)
-        }
-        _ => Ok(false),
-    }
 }
 
 /// Writes `from` compressed, after its info frame, to `to` (write-temp,

@@ -52,18 +52,19 @@ pub async fn meta(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> 
         Some(state) => state,
         None if account.collection_path().exists() => {
             let path = account.collection_path();
-            let status = blocking(move || -> Outcome<collection::Status> {
-                Ok(collection::status(&collection::open(&path)?)?)
+            let dir = account.dir.clone();
+            let facts = blocking(move || -> Outcome<Facts> {
+                Facts::read(collection::status(&collection::open(&path)?)?, &dir)
             })
             .await?;
-            return answer(call, account, status, now).await;
+            return answer(call, account, facts, now).await;
         }
         None => account.lock().await,
     };
     let dir = account.dir.clone();
     let session = call.header.session.clone();
     let idle = call.service.config.sync_idle;
-    let status = blocking(move || -> Outcome<collection::Status> {
+    let facts = blocking(move || -> Outcome<Facts> {
         state.expire_session(idle);
         // The same client starting over abandons its own sync; another
         // device's check (a phone in the background) leaves it running and
@@ -76,28 +77,48 @@ pub async fn meta(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> 
         } else {
             collection::status(state.collection(&dir)?)?
         };
-        Ok(status)
+        Facts::read(status, &dir)
     })
     .await?;
-    answer(call, account, status, now).await
+    answer(call, account, facts, now).await
+}
+
+/// What `meta` reports, read on the blocking pool in one go.
+struct Facts {
+    status: collection::Status,
+    /// The collection file's size.
+    len: u64,
+    disk_full: bool,
+}
+
+impl Facts {
+    /// Blocking.
+    fn read(status: collection::Status, account_dir: &std::path::Path) -> Outcome<Facts> {
+        Ok(Facts {
+            status,
+            len: std::fs::metadata(account_dir.join(collection::FILE_NAME))?.len(),
+            disk_full: no_room(account_dir),
+        })
+    }
 }
 
 async fn answer(
     call: &mut Call,
     account: &Arc<Account>,
-    mut status: collection::Status,
+    facts: Facts,
     now: i64,
 ) -> Outcome<Response> {
-    let oversize = call.service.collection_limit();
-    let len = std::fs::metadata(account.collection_path()).map_or(0, |m| m.len());
+    let Facts {
+        mut status,
+        len,
+        disk_full,
+    } = facts;
     // Like the official server: a collection too large to upload again is
     // only ever offered as a one-way sync.
-    if len > oversize {
+    if len > call.service.collection_limit() {
         status.schema_modified = clock::now_millis();
     }
     let media_usn = super::media::current_usn(account).await?;
-    let dir = account.dir.clone();
-    let disk_full = blocking(move || no_room(&dir)).await;
 
     let (cont, msg) = if clock::is_unset(now) {
         // Every client would refuse our timestamps anyway; say why instead.

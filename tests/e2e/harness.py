@@ -301,6 +301,20 @@ def make_rich_collection(col: Collection, notes: int = 1000, reviews: int = 200)
     col.set_config("leitnerTest", {"nested": [1, 2, 3]})
 
 
+def big_collection(dev: Device, megabytes: int, seed: int) -> None:
+    """Notes whose fields barely compress, `megabytes` of them in all."""
+    import base64
+    import random
+
+    rng = random.Random(seed)
+    basic = dev.col.models.by_name("Basic")
+    for i in range(megabytes * 20):
+        note = dev.col.new_note(basic)
+        note["Front"] = f"note {seed}-{i}"
+        note["Back"] = base64.b64encode(rng.randbytes(38_000)).decode()
+        dev.col.add_note(note, 1)
+
+
 def next_second() -> None:
     """Waits for the clock's next whole second. Anki merges decks, notetypes
     and config by modification time in seconds and keeps its own copy on a
@@ -309,18 +323,20 @@ def next_second() -> None:
     time.sleep(1.02 - time.time() % 1)
 
 
-def sync_post(server: Server, path: str, payload: bytes, host_key: str) -> tuple[int, bytes]:
-    """One v11 request by hand (`path` like "/msync/begin"): zstd body and
-    `anki-sync` header. Returns the status and, for a 200, the decompressed
-    body."""
+def sync_post(server: Server, path: str, payload: bytes, host_key: str, session="s",
+              source="127.0.0.1", compressed=False, timeout=60) -> tuple[int, bytes]:
+    """One v11 request by hand (`path` like "/msync/begin"): zstd body (unless
+    `payload` is `compressed` already) and `anki-sync` header, from address
+    `source`. Returns the status and, for a 200, the decompressed body."""
     import http.client
     import json
 
     import zstandard
 
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-    header = json.dumps({"v": 11, "k": host_key, "c": "test", "s": "s"})
-    conn.request("POST", path, body=zstandard.ZstdCompressor().compress(payload), headers={"anki-sync": header})
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout, source_address=(source, 0))
+    header = json.dumps({"v": 11, "k": host_key, "c": "test", "s": session})
+    body = payload if compressed else zstandard.ZstdCompressor().compress(payload)
+    conn.request("POST", path, body=body, headers={"anki-sync": header})
     res = conn.getresponse()
     data = res.read()
     conn.close()

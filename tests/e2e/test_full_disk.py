@@ -2,7 +2,6 @@
 not fit are refused with a message the client shows, and the server keeps
 starting and serving. The card is a 36 MiB tmpfs, mounted as root."""
 
-import base64
 import os
 import subprocess
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 from anki.sync_pb2 import SyncCollectionResponse
 
-from harness import Device, wait_for
+from harness import Device, big_collection, wait_for
 
 Changes = SyncCollectionResponse.ChangesRequired
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: run as root")
@@ -23,17 +22,6 @@ def card(tmp_path):
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=36m,mode=0755", "tmpfs", str(mount)], check=True)
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=True)
-
-
-def big_collection(dev: Device, megabytes: int, seed: int) -> None:
-    """Notes whose fields barely compress, `megabytes` of them in all."""
-    rng = __import__("random").Random(seed)
-    basic = dev.col.models.by_name("Basic")
-    for i in range(megabytes * 20):
-        note = dev.col.new_note(basic)
-        note["Front"] = f"note {seed}-{i}"
-        note["Back"] = base64.b64encode(rng.randbytes(38_000)).decode()
-        dev.col.add_note(note, 1)
 
 
 def fill(path: Path, leave: int) -> None:

@@ -2,7 +2,6 @@
 floods, a slow reader, a panicking step. Each time the server keeps serving
 real clients (PyPI `anki`) promptly."""
 
-import http.client
 import json
 import socket
 import threading
@@ -13,7 +12,7 @@ import pytest
 import zstandard
 from anki.sync_pb2 import SyncCollectionResponse
 
-from harness import Device, make_rich_collection, sync_post, wait_for
+from harness import Device, big_collection, make_rich_collection, sync_post, wait_for
 
 Changes = SyncCollectionResponse.ChangesRequired
 ALICE_KEY = "6985e52cea44a28695d5c440bd42f57e9f50b7b1"
@@ -24,25 +23,24 @@ def sync_header(key="", session="s") -> str:
 
 
 def post_from(server, source: str, path: str, body: bytes, key="") -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120, source_address=(source, 0))
-    conn.request("POST", path, body=body, headers={"anki-sync": sync_header(key)})
-    status = conn.getresponse().status
-    conn.close()
-    return status
+    return sync_post(server, path, body, key, source=source, compressed=True, timeout=120)[0]
+
+
+def at_once(count: int, request) -> list:
+    """Sends `count` requests at the same time; their results once all ended."""
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(request())) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
 
 
 def test_zstd_bombs_before_login_stay_small(server):
     # 65 KB of zstd that would decompress to 2 GB; 20 at once.
     bomb = zstandard.ZstdCompressor(level=19).compress(b"\0" * (2 << 30 >> 4)) * 16
-    statuses = []
-    threads = [
-        threading.Thread(target=lambda: statuses.append(post_from(server, "127.0.0.1", "/sync/hostKey", bomb)))
-        for _ in range(20)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    statuses = at_once(20, lambda: post_from(server, "127.0.0.1", "/sync/hostKey", bomb))
     assert statuses == [400] * 20
     peak = server.peak_rss_kib()
     print(f"\npeak RSS after 20 bombs: {peak} KiB")
@@ -81,13 +79,10 @@ def test_stalled_bodies_hold_no_thread(server, tmp_path, count, path, key):
 
 def test_a_login_flood_from_one_address_does_not_delay_others(server, tmp_path):
     body = zstandard.ZstdCompressor().compress(json.dumps({"u": "alice", "p": "wrong"}).encode())
-    statuses = []
-    flood = [
-        threading.Thread(target=lambda: statuses.append(post_from(server, "127.0.0.2", "/sync/hostKey", body)))
-        for _ in range(50)
-    ]
-    for t in flood:
-        t.start()
+    flood = threading.Thread(
+        target=at_once, args=(50, lambda: post_from(server, "127.0.0.2", "/sync/hostKey", body)), daemon=True
+    )
+    flood.start()
     time.sleep(0.5)  # the flood is queued
     dev = Device(tmp_path / "dev")
     started = time.monotonic()
@@ -103,22 +98,13 @@ def test_a_login_flood_from_one_address_does_not_delay_others(server, tmp_path):
     # The flood is slowed (its later logins pause), not refused for good.
     time.sleep(2)
     assert server.proc.poll() is None
-    for t in flood:
-        t.join(timeout=0)
 
 
 def test_a_slow_download_does_not_block_the_users_other_devices(server, tmp_path):
     a = Device(tmp_path / "a")
-    # About 10 MB that compresses little: more than the socket buffers hold.
-    import base64
-    import random
-
-    rng = random.Random(1)
+    # About 13 MB that compresses little: more than the socket buffers hold.
+    big_collection(a, 13, seed=1)
     basic = a.col.models.by_name("Basic")
-    for i in range(200):
-        note = a.col.new_note(basic)
-        note["Front"], note["Back"] = f"n{i}", base64.b64encode(rng.randbytes(50_000)).decode()
-        a.col.add_note(note, 1)
     auth = a.login(server)
     a.full_sync(auth, upload=True)
     a.col.media.write_data("pic.jpg", b"picture")
@@ -205,15 +191,7 @@ def test_an_oversized_head_gets_431(server):
 
 
 def step(server, path: str, payload: dict, key: str, session: str) -> tuple[int, bytes]:
-    import http.client as hc
-
-    conn = hc.HTTPConnection("127.0.0.1", server.port, timeout=60)
-    conn.request("POST", path, body=zstandard.ZstdCompressor().compress(json.dumps(payload).encode()),
-                 headers={"anki-sync": sync_header(key, session)})
-    res = conn.getresponse()
-    data = res.read()
-    conn.close()
-    return res.status, data
+    return sync_post(server, path, json.dumps(payload).encode(), key, session=session)
 
 
 def test_numbers_the_client_cannot_hold_are_refused(server, tmp_path):
