@@ -79,9 +79,14 @@ def _user_sync(args) -> float:
     while len(os.listdir(barrier_dir)) < int(os.environ["BENCH_PARTIES"]):
         time.sleep(0.001)
     start = time.perf_counter()
-    col.sync_collection(auth, sync_media=False)
-    elapsed = time.perf_counter() - start
-    col.close()
+    try:
+        col.sync_collection(auth, sync_media=False)
+    except Exception as e:
+        # Anki's errors do not survive pickling back to the parent: send text.
+        raise RuntimeError(f"{user}: {type(e).__name__}: {e}") from None
+    finally:
+        elapsed = time.perf_counter() - start
+        col.close()
     return elapsed
 
 
@@ -129,7 +134,7 @@ def main() -> None:
         work = Path(tmp)
         results = {}
         for name, argv in servers:
-            results[name] = push_pull(name, argv, source, work)
+            results[name] = {} if os.environ.get("BENCH_SKIP_PUSH") else push_pull(name, argv, source, work)
             if not os.environ.get("BENCH_SKIP_MANY"):
                 results[name] |= many_users(name, argv, source, work)
     ours, theirs = results["leitner"], results["official"]

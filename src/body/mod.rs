@@ -15,17 +15,13 @@ use std::sync::Arc;
 use http_types::Body;
 use smol::io::AsyncReadExt;
 
+mod frames;
+
+use frames::FrameDecoder;
+
 /// Bytes handed to the blocking pool at once (and held per request while
 /// they wait there).
 const BATCH: usize = 64 * 1024;
-
-/// The largest zstd window we accept (8 MiB). Anki compresses with level 3,
-/// whose window is 2 MiB; zstd's own default ceiling is 128 MiB, which a
-/// small hostile frame could make a decoder allocate.
-const WINDOW_LOG_MAX: u32 = 23;
-
-/// What a decoder holds besides its window and output: its context.
-const DECODER_BASE: u64 = 96 * 1024;
 
 /// Why a request body could not be taken.
 #[derive(Debug)]
@@ -156,12 +152,8 @@ impl Incoming {
         sink: W,
     ) -> Result<W, BodyError> {
         // Memory is charged as bytes arrive, not ahead: a body that stalls
-        // after its first bytes costs next to nothing, however many do.
-        let decoder_cost = if zstd {
-            DECODER_BASE + limit.min(1 << WINDOW_LOG_MAX)
-        } else {
-            0
-        };
+        // after its first bytes costs next to nothing, however many do. The
+        // decoder charges its own, frame by frame.
         let mut charge = self.budget.charge();
         let mut sink = Some(Capped {
             inner: sink,
@@ -173,7 +165,6 @@ impl Incoming {
         let mut raw_total = 0u64;
         let mut chunk = [0u8; 8 * 1024];
         loop {
-            let base = if decode.is_some() { decoder_cost } else { 0 };
             let mut batch = Vec::new();
             let mut end = false;
             while batch.len() < BATCH {
@@ -192,15 +183,15 @@ impl Incoming {
                     return Err(BodyError::TooLarge);
                 }
                 batch.reserve(n);
-                charge.hold(base + batch.capacity() as u64)?;
+                charge.hold(batch.capacity() as u64)?;
                 batch.extend_from_slice(&chunk[..n]);
             }
             let mut d = match decode.take() {
                 Some(d) => d,
                 None => {
-                    charge.hold(decoder_cost + batch.capacity() as u64)?;
                     let capped = sink.take().expect("used once");
-                    crate::sync::blocking(move || Decode::new(capped, zstd)).await?
+                    let charge = self.budget.charge();
+                    crate::sync::blocking(move || Decode::new(capped, zstd, charge)).await?
                 }
             };
             let (d, result) = crate::sync::blocking(move || {
@@ -272,20 +263,16 @@ impl Write for Charged {
 }
 
 enum Decode<W: Write> {
-    Zstd(zstd::stream::write::Decoder<'static, Capped<W>>),
+    Zstd(FrameDecoder<Capped<W>>),
     Plain(Capped<W>),
 }
 
 impl<W: Write> Decode<W> {
-    fn new(capped: Capped<W>, zstd: bool) -> Result<Decode<W>, BodyError> {
+    fn new(capped: Capped<W>, zstd: bool, charge: Charge) -> Result<Decode<W>, BodyError> {
         if !zstd {
             return Ok(Decode::Plain(capped));
         }
-        let mut decoder =
-            zstd::stream::write::Decoder::new(capped).map_err(BodyError::Malformed)?;
-        decoder
-            .window_log_max(WINDOW_LOG_MAX)
-            .map_err(BodyError::Malformed)?;
+        let decoder = FrameDecoder::new(capped, charge).map_err(BodyError::Malformed)?;
         Ok(Decode::Zstd(decoder))
     }
 
@@ -313,9 +300,9 @@ impl<W: Write> Decode<W> {
 
     fn finish(self) -> Result<W, BodyError> {
         match self {
-            Decode::Zstd(mut d) => match d.do_finish() {
-                Ok(()) => Ok(d.into_inner().inner),
-                Err(e) => Err(Decode::Zstd(d).classify(e)),
+            Decode::Zstd(d) => match d.finish() {
+                Ok(capped) => Ok(capped.inner),
+                Err(e) => Err(BodyError::Malformed(e)),
             },
             Decode::Plain(c) => Ok(c.inner),
         }
