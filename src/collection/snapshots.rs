@@ -351,6 +351,7 @@ pub fn repair(account_dir: &Path, limits: Limits) {
         return;
     }
     let _ = durable::sweep_temps(&dir);
+    remove_packed_twins(&dir);
     for snapshot in list(account_dir).unwrap_or_default() {
         if snapshot.raw {
             // Only uploads leave raw snapshots behind long enough to crash.
@@ -365,6 +366,21 @@ pub fn repair(account_dir: &Path, limits: Limits) {
     }
     if let Err(e) = prune(&dir, limits) {
         log::warn!("{}: pruning snapshots: {e}", dir.display());
+    }
+}
+
+/// Removes raw snapshots whose packed form is complete (a crash came
+/// between the two).
+fn remove_packed_twins(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let raw = path.extension().is_some_and(|e| e == RAW_EXT);
+        if raw && path.with_extension(PACKED_EXT).exists() {
+            let _ = durable::remove_if_present(&path);
+        }
     }
 }
 
@@ -423,7 +439,11 @@ fn list_dir(dir: &Path) -> io::Result<Vec<Snapshot>> {
             info,
         });
     }
-    found.sort_by_key(|s| s.id);
+    // Between packing a snapshot and removing its raw form, both exist for
+    // a moment (or until the next start, after a crash): one snapshot, the
+    // packed form, or a concurrent prune would count it twice.
+    found.sort_by_key(|s| (s.id, s.raw));
+    found.dedup_by_key(|s| s.id);
     Ok(found)
 }
 
@@ -534,5 +554,25 @@ mod tests {
         assert_eq!(all.len(), 1);
         assert!(!all[0].raw);
         assert_eq!(fs::read_dir(dir.path().join(DIR_NAME)).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_snapshot_caught_between_packed_and_raw_counts_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = dir.path().join(DIR_NAME);
+        fs::create_dir_all(&snaps).unwrap();
+        for id in 1..=5 {
+            fs::write(snaps.join(format!("{id}.{PACKED_EXT}")), vec![0; 100]).unwrap();
+        }
+        // Packed, its raw form not yet removed (another job, or a crash).
+        fs::write(snaps.join(format!("5.{RAW_EXT}")), vec![0; 100]).unwrap();
+        let all = list(dir.path()).unwrap();
+        assert_eq!(all.len(), 5);
+        assert!(all.iter().all(|s| !s.raw));
+        prune(&snaps, LIMITS).unwrap();
+        assert_eq!(list(dir.path()).unwrap().len(), 5, "nothing pruned");
+        repair(dir.path(), LIMITS);
+        assert!(!snaps.join(format!("5.{RAW_EXT}")).exists());
+        assert_eq!(fs::read_dir(&snaps).unwrap().count(), 5);
     }
 }
