@@ -38,6 +38,59 @@ pub struct Config {
     pub sync_idle: Duration,
     /// How many snapshots each user keeps, and how many bytes they may take.
     pub snapshots: crate::collection::snapshots::Limits,
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+/// An address block, `192.168.1.0/24` or `fd00::/8`; a bare address is a
+/// block of one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    net: u128,
+    prefix: u8,
+    v4: bool,
+}
+
+impl Cidr {
+    pub fn parse(text: &str) -> Option<Cidr> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix.parse::<u8>().ok()?)),
+            None => (text, None),
+        };
+        let (bits, v4) = bits(addr.parse().ok()?);
+        let width = if v4 { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(width);
+        if prefix > width {
+            return None;
+        }
+        let prefix = prefix + (128 - width);
+        Some(Cidr {
+            net: bits & mask(prefix),
+            prefix,
+            v4,
+        })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let (bits, v4) = bits(ip);
+        v4 == self.v4 && bits & mask(self.prefix) == self.net
+    }
+}
+
+/// An address as 128 bits (IPv4, and IPv4 mapped into IPv6, in the low 32),
+/// and whether it is IPv4.
+fn bits(ip: IpAddr) -> (u128, bool) {
+    match ip {
+        IpAddr::V4(v4) => (u32::from(v4).into(), true),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => (u32::from(v4).into(), true),
+            None => (u128::from(v6), false),
+        },
+    }
+}
+
+fn mask(prefix: u8) -> u128 {
+    u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0)
 }
 
 pub const DEFAULT_PORT: u16 = 8080;
@@ -47,6 +100,8 @@ pub const DEFAULT_IDLE_EXIT_SECS: u64 = 300;
 pub const DEFAULT_SYNC_IDLE_SECS: u64 = 120;
 pub const DEFAULT_SNAPSHOTS: u64 = 10;
 pub const DEFAULT_SNAPSHOT_MEGS: u64 = 512;
+/// A proxy on the same machine (the usual setup) is believed; nothing else.
+pub const DEFAULT_TRUSTED_PROXIES: &str = "127.0.0.1, ::1";
 
 impl Config {
     pub fn from_env() -> Result<Config, String> {
@@ -109,6 +164,17 @@ impl Config {
             get("LEITNER_SNAPSHOT_MEGS"),
             DEFAULT_SNAPSHOT_MEGS,
         )?;
+        let proxies = get("LEITNER_TRUSTED_PROXIES");
+        let proxies = proxies.as_deref().unwrap_or(DEFAULT_TRUSTED_PROXIES);
+        let trusted_proxies = proxies
+            .split([',', ' '])
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                Cidr::parse(s).ok_or_else(|| {
+                    format!("LEITNER_TRUSTED_PROXIES: '{s}' is not an address or address/bits")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Config {
             users,
             base,
@@ -121,6 +187,7 @@ impl Config {
                 count: snapshot_count.min(100_000) as usize,
                 bytes: snapshot_megs.saturating_mul(1 << 20),
             },
+            trusted_proxies,
         })
     }
 }
@@ -303,5 +370,43 @@ mod tests {
     fn idle_exit_can_be_disabled() {
         let c = config(&[("SYNC_USER1", "a:1"), ("LEITNER_IDLE_EXIT_SECS", "0")]).unwrap();
         assert_eq!(c.idle_exit, None);
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_blocks() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let c = config(&[]).unwrap();
+        assert!(c
+            .trusted_proxies
+            .iter()
+            .any(|n| n.contains(ip("127.0.0.1"))));
+        assert!(c.trusted_proxies.iter().any(|n| n.contains(ip("::1"))));
+        assert!(c
+            .trusted_proxies
+            .iter()
+            .any(|n| n.contains(ip("::ffff:127.0.0.1"))));
+        assert!(!c
+            .trusted_proxies
+            .iter()
+            .any(|n| n.contains(ip("127.0.0.2"))));
+        let c = config(&[(
+            "LEITNER_TRUSTED_PROXIES",
+            "192.168.1.0/24,fd00::/8 10.0.0.1",
+        )])
+        .unwrap();
+        let trusted = |s| c.trusted_proxies.iter().any(|n| n.contains(ip(s)));
+        assert!(trusted("192.168.1.254") && !trusted("192.168.2.1"));
+        assert!(trusted("fd12::1") && !trusted("fe80::1"));
+        assert!(trusted("10.0.0.1") && !trusted("10.0.0.2") && !trusted("127.0.0.1"));
+        assert!(config(&[("LEITNER_TRUSTED_PROXIES", "")])
+            .unwrap()
+            .trusted_proxies
+            .is_empty());
+        let all = Cidr::parse("0.0.0.0/0").unwrap();
+        assert!(all.contains(ip("8.8.8.8")) && !all.contains(ip("::2")));
+        for bad in ["nginx", "10.0.0.0/33", "::/129", "1.2.3.4/x"] {
+            let e = config(&[("LEITNER_TRUSTED_PROXIES", bad)]).unwrap_err();
+            assert!(e.contains("LEITNER_TRUSTED_PROXIES"), "{e}");
+        }
     }
 }

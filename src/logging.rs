@@ -70,6 +70,8 @@ pub fn init() {
 
 /// What the request line says, gathered while the request is handled.
 pub struct RequestLine {
+    /// The client's address (behind a trusted proxy, the one it forwards).
+    pub from: Option<std::net::IpAddr>,
     pub user: Option<String>,
     pub endpoint: String,
     pub started: Instant,
@@ -138,8 +140,10 @@ impl Drop for Logged {
             .as_deref()
             .map(|p| format!(" ({p})"))
             .unwrap_or_default();
+        let from = line.from.map(|ip| ip.to_string());
         log::info!(
-            "{} {} {} in={} out={} {}ms{}",
+            "{} {} {} {} in={} out={} {}ms{}",
+            from.as_deref().unwrap_or("-"),
             line.user.as_deref().unwrap_or("-"),
             line.endpoint,
             self.status,

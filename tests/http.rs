@@ -455,3 +455,113 @@ fn an_abandoned_sync_is_rolled_back() {
     assert_eq!(call(s.addr, "chunk", ALICE, "{}").status, 409);
     assert_eq!(call(s.addr, "download", ALICE, "{}").payload(), file);
 }
+
+/// Sends `bytes` and reads until the server closes the connection.
+fn exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).unwrap();
+    out
+}
+
+/// Splits a response into its head (as text) and body.
+fn split(response: &[u8]) -> (String, &[u8]) {
+    let end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a whole head")
+        + 4;
+    (
+        String::from_utf8_lossy(&response[..end]).to_lowercase(),
+        &response[end..],
+    )
+}
+
+#[test]
+fn http10_clients_get_a_body_ended_by_the_close() {
+    // nginx talks HTTP/1.0 to its upstream unless told otherwise.
+    let s = start(&[]);
+    let scratch = tempfile::tempdir().unwrap();
+    let file = collection_file(scratch.path(), 30);
+    assert_eq!(upload(s.addr, ALICE, &file).status, 200);
+    let json = zstd::bulk::compress(b"{}", 3).unwrap();
+    let (name, value) = sync_header(ALICE, 11);
+    let mut req = format!(
+        "POST /anki/sync/download HTTP/1.0\r\nHost: up\r\nConnection: keep-alive\r\n\
+         {name}: {value}\r\nContent-Length: {}\r\n\r\n",
+        json.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&json);
+    // read_to_end returning at all says the server closed after one
+    // response, keep-alive asked or not.
+    let response = exchange(s.addr, &req);
+    let (head, body) = split(&response);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert_eq!(zstd::decode_all(body).unwrap(), file);
+
+    // Without a Host line (optional in HTTP/1.0), and an error reply.
+    let response = exchange(s.addr, b"GET /nowhere HTTP/1.0\r\n\r\n");
+    let (head, body) = split(&response);
+    assert!(head.starts_with("http/1.1 404"), "{head}");
+    assert!(!body.is_empty());
+}
+
+#[test]
+fn expect_100_continue_is_met_when_the_body_is_wanted() {
+    let s = start(&[]);
+    let json = zstd::bulk::compress(br#"{"v":11,"cv":"x"}"#, 3).unwrap();
+    let (name, value) = sync_header(ALICE, 11);
+    let head = format!(
+        "POST /sync/meta HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n{name}: {value}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        json.len()
+    );
+    let mut stream = TcpStream::connect(s.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut interim = [0u8; 25];
+    stream.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(&json).unwrap();
+    let reply = read_reply(stream);
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["cont"], true);
+
+    // Refused before the body is read: no 100, the final answer, and the
+    // connection closes rather than wait for a body that will not come.
+    let (name, value) = sync_header("nobody", 11);
+    let head = format!(
+        "POST /sync/meta HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n{name}: {value}\r\n\
+         Content-Length: 5000\r\n\r\n"
+    );
+    let response = exchange(s.addr, head.as_bytes());
+    let (head, _) = split(&response);
+    assert!(head.starts_with("http/1.1 403"), "{head}");
+}
+
+#[test]
+fn heads_we_cannot_read_get_a_status_not_a_silent_close() {
+    let s = start(&[]);
+    let status = |bytes: &[u8]| {
+        let response = exchange(s.addr, bytes);
+        String::from_utf8_lossy(&response[..12.min(response.len())]).into_owned()
+    };
+    assert_eq!(status(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), "HTTP/1.1 505");
+    assert_eq!(
+        status(b"GET / HTTP/1.1\r\nno colon here\r\n\r\n"),
+        "HTTP/1.1 400"
+    );
+    let mut long = b"GET / HTTP/1.1\r\nx: ".to_vec();
+    long.resize(9000, b'a');
+    long.extend_from_slice(b"\r\n\r\n");
+    assert_eq!(status(&long), "HTTP/1.1 431");
+}

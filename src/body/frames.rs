@@ -274,4 +274,23 @@ mod tests {
         assert!(e.get_ref().is_some_and(|inner| inner.is::<BodyError>()));
         assert_eq!(budget.used(), 0, "nothing held for a refused frame");
     }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut good = zstd::bulk::compress(&[9u8; 5000], 3).unwrap();
+        let mut streamed = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+        streamed.write_all(b"second frame").unwrap();
+        good.extend(streamed.finish().unwrap());
+        let mut seed = 99u32;
+        for _ in 0..5000 {
+            let mut z = good.clone();
+            for _ in 0..2 {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                let i = (seed >> 8) as usize % z.len().min(40);
+                z[i] = (seed >> 16) as u8;
+            }
+            let _ = header(&z);
+            let _ = decode(&z, 1 + seed as usize % 50);
+        }
+    }
 }

@@ -51,6 +51,7 @@ environment (the server's and the commands'):
   LEITNER_SYNC_IDLE_SECS roll back a normal sync idle this long (default: 120)
   LEITNER_SNAPSHOTS      snapshots kept per user (default: 10)
   LEITNER_SNAPSHOT_MEGS  bytes of snapshots kept per user, in MiB (default: 512)
+  LEITNER_TRUSTED_PROXIES proxies whose X-Forwarded-For is believed (default: 127.0.0.1, ::1)
   LEITNER_LOG            error, warn, info or debug (default: info)
 ";
 

@@ -2,21 +2,16 @@
 //! finish in-flight requests on SIGTERM, and exit when idle if systemd can
 //! start us again.
 
-use std::future::{pending, Future};
+use std::future::pending;
 use std::io;
-use std::net::IpAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use async_h1::server::{ConnectionStatus, Server};
 use async_signal::{Signal, Signals};
 use sd_notify::NotifyState;
 use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
-use smol::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
 use smol::stream::StreamExt;
 use smol::Timer;
@@ -25,9 +20,11 @@ use crate::config::Config;
 use crate::listen::Listener;
 use crate::sync::{self, Service};
 
-/// A connection that moves no byte either way for this long is dropped. It is
-/// longer than any client's own stall timeout (60 s at most).
-const STALL_LIMIT: Duration = Duration::from_secs(120);
+mod connection;
+mod forwarded;
+mod head;
+mod http10;
+mod wire;
 
 /// How long SIGTERM waits for requests in flight before leaving anyway.
 const DRAIN_LIMIT: Duration = Duration::from_secs(60);
@@ -267,7 +264,7 @@ pub async fn serve(
                 accept_failures = 0;
                 let service = service.clone();
                 let stop = stop_rx.clone();
-                smol::spawn(connection(stream, peer.ip(), service, stop)).detach();
+                smol::spawn(connection::serve(stream, peer.ip(), service, stop)).detach();
             }
             Event::Connection(Err(e)) => {
                 // Out of file descriptors and the like: back off (up to a
@@ -326,52 +323,6 @@ fn lock_data_dir(base: &std::path::Path) -> io::Result<crate::data_dir::DirLock>
     crate::data_dir::lock(base)
 }
 
-async fn connection(stream: TcpStream, peer: IpAddr, service: Arc<Service>, stop: Receiver<()>) {
-    let _ = stream.set_nodelay(true);
-    let mut answer = stream.clone();
-    // Set while a request of this connection is being answered: a stop then
-    // waits for it, while an idle keep-alive connection is simply closed.
-    let busy = Arc::new(AtomicBool::new(false));
-    let endpoint = {
-        let busy = busy.clone();
-        move |req| {
-            busy.store(true, Ordering::SeqCst);
-            let service = service.clone();
-            async move { Ok(sync::handle(service, req, Some(peer)).await) }
-        }
-    };
-    let mut server = Server::new(Stalling::new(stream), endpoint);
-    loop {
-        if stop.is_closed() {
-            break;
-        }
-        let stopped = async {
-            let _ = stop.recv().await;
-            if busy.load(Ordering::SeqCst) {
-                pending::<()>().await;
-            }
-            Ok(ConnectionStatus::Close)
-        };
-        let status = server.accept_one().or(stopped).await;
-        busy.store(false, Ordering::SeqCst);
-        match status {
-            Ok(ConnectionStatus::KeepAlive) => continue,
-            Ok(ConnectionStatus::Close) => break,
-            Err(e) => {
-                if head_too_large(&e) {
-                    // async-h1 gives up on such a head without a word; the
-                    // sender (a proxy, usually) deserves to know why.
-                    let _ = answer.write_all(HEAD_TOO_LARGE).await;
-                    log::warn!("{peer}: request head too large (431)");
-                } else {
-                    log::debug!("connection ended: {e}");
-                }
-                break;
-            }
-        }
-    }
-}
-
 fn notify(state: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(false, state) {
         log::warn!("telling systemd failed: {e}");
@@ -391,95 +342,6 @@ fn watchdog() -> Option<smol::Task<()>> {
             Timer::after(period).await;
         }
     }))
-}
-
-/// A TCP stream that fails a read or write which makes no progress for
-/// [`STALL_LIMIT`], so a vanished client cannot pin a request (and the user's
-/// lock) forever. Clones share the socket, each with its own timer.
-struct Stalling {
-    stream: TcpStream,
-    read_timer: Option<Timer>,
-    write_timer: Option<Timer>,
-}
-
-impl Stalling {
-    fn new(stream: TcpStream) -> Stalling {
-        Stalling {
-            stream,
-            read_timer: None,
-            write_timer: None,
-        }
-    }
-}
-
-impl Clone for Stalling {
-    fn clone(&self) -> Self {
-        Stalling::new(self.stream.clone())
-    }
-}
-
-fn stall_check<T>(
-    poll: Poll<io::Result<T>>,
-    timer: &mut Option<Timer>,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<T>> {
-    if poll.is_ready() {
-        *timer = None;
-        return poll;
-    }
-    let timer = timer.get_or_insert_with(|| Timer::after(STALL_LIMIT));
-    match Pin::new(timer).poll(cx) {
-        Poll::Ready(_) => Poll::Ready(Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "connection stalled",
-        ))),
-        Poll::Pending => Poll::Pending,
-    }
-}
-
-impl AsyncRead for Stalling {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        let poll = Pin::new(&mut this.stream).poll_read(cx, buf);
-        stall_check(poll, &mut this.read_timer, cx)
-    }
-}
-
-impl AsyncWrite for Stalling {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        let poll = Pin::new(&mut this.stream).poll_write(cx, buf);
-        stall_check(poll, &mut this.write_timer, cx)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        let poll = Pin::new(&mut this.stream).poll_flush(cx);
-        stall_check(poll, &mut this.write_timer, cx)
-    }
-
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_close(cx)
-    }
-}
-
-const HEAD_TOO_LARGE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\n\
-content-type: text/plain\r\ncontent-length: 35\r\nconnection: close\r\n\r\n\
-request head over 8 KiB or 128 lines";
-
-/// Whether async-h1 refused a request because its head was too large (more
-/// than 8 KiB, or more headers than it parses).
-fn head_too_large(e: &http_types::Error) -> bool {
-    let text = e.to_string();
-    text.contains("Head byte length") || text.contains("too many headers")
 }
 
 /// Raises the soft limit on open files to the hard one: every connection,

@@ -109,7 +109,8 @@ impl Service {
 pub struct Call {
     pub service: Arc<Service>,
     pub header: SyncHeader,
-    /// Who sent it (the TCP peer), for login throttling.
+    /// Who sent it (the TCP peer, or the client a trusted proxy names), for
+    /// login throttling.
     pub peer: Option<IpAddr>,
     body: Option<Incoming>,
     /// The endpoint's body limit (see [`Endpoint::body_limit`]).
@@ -147,6 +148,7 @@ impl Call {
 pub async fn handle(service: Arc<Service>, mut req: Request, peer: Option<IpAddr>) -> Response {
     let activity = service.activity.begin();
     let mut line = RequestLine {
+        from: peer,
         user: None,
         endpoint: req.url().path().to_owned(),
         started: Instant::now(),
