@@ -8,8 +8,9 @@
 //! endpoint, and [`collection`] keeps the user's SQLite file on disk.
 //! ARCHITECTURE.md follows one request through all of them.
 
-// Unsafe code is allowed in exactly one place: adopting the socket systemd
-// hands over (see `listen`).
+// Unsafe code is allowed in exactly two places: adopting the socket systemd
+// hands over (see `listen`), and asking glibc to return free memory (see
+// `memory`).
 #![deny(unsafe_code)]
 
 pub mod account;
@@ -28,6 +29,7 @@ pub mod framing;
 pub mod listen;
 pub mod logging;
 pub mod media;
+pub mod memory;
 pub mod route;
 pub mod server;
 pub mod sync;

@@ -151,6 +151,22 @@ impl Incoming {
         limit: u64,
         sink: W,
     ) -> Result<W, BodyError> {
+        self.copy_into_then(zstd, limit, sink, |sink| sink).await
+    }
+
+    /// [`Incoming::copy_into`], then `then` on the sink, in the blocking
+    /// pool's last hop: a small body (most requests) takes one hop in all.
+    pub async fn copy_into_then<W, R>(
+        &mut self,
+        zstd: bool,
+        limit: u64,
+        sink: W,
+        then: impl FnOnce(W) -> R + Send + 'static,
+    ) -> Result<R, BodyError>
+    where
+        W: Write + Send + 'static,
+        R: Send + 'static,
+    {
         // Memory is charged as bytes arrive, not ahead: a body that stalls
         // after its first bytes costs next to nothing, however many do. The
         // decoder charges its own, frame by frame.
@@ -162,6 +178,7 @@ impl Incoming {
             failed: false,
         });
         let mut decode: Option<Decode<W>> = None;
+        let mut then = Some(then);
         let mut raw_total = 0u64;
         let mut chunk = [0u8; 8 * 1024];
         loop {
@@ -186,37 +203,56 @@ impl Incoming {
                 charge.hold(batch.capacity() as u64)?;
                 batch.extend_from_slice(&chunk[..n]);
             }
-            let mut d = match decode.take() {
-                Some(d) => d,
-                None => {
-                    let capped = sink.take().expect("used once");
-                    let charge = self.budget.charge();
-                    crate::sync::blocking(move || Decode::new(capped, zstd, charge)).await?
-                }
+            let started = decode.take();
+            let fresh = match started {
+                Some(_) => None,
+                None => Some((sink.take().expect("used once"), self.budget.charge())),
             };
-            let (d, result) = crate::sync::blocking(move || {
-                let result = d.write_all(&batch);
-                (d, result)
+            // One hop per batch: start the decoder if need be, write, and
+            // at the end finish and hand over.
+            let last = if end { then.take() } else { None };
+            let hop = crate::sync::blocking(move || {
+                let mut d = match (started, fresh) {
+                    (Some(d), _) => d,
+                    (None, Some((capped, charge))) => Decode::new(capped, zstd, charge)?,
+                    (None, None) => unreachable!("a decoder or what makes one"),
+                };
+                if let Err(e) = d.write_all(&batch) {
+                    return Err(d.classify(e));
+                }
+                if let Some(then) = last {
+                    return d.finish().map(|sink| Hop::Done(then(sink)));
+                }
+                Ok(Hop::More(d))
             })
-            .await;
-            if let Err(e) = result {
-                return Err(d.classify(e));
+            .await?;
+            match hop {
+                Hop::Done(result) => return Ok(result),
+                Hop::More(d) => decode = Some(d),
             }
-            if end {
-                return crate::sync::blocking(move || d.finish()).await;
-            }
-            decode = Some(d);
         }
     }
 
     /// Reads the whole body into memory (JSON requests), charged to the
     /// budget as it grows.
     pub async fn read_all(&mut self, zstd: bool, limit: u64) -> Result<Vec<u8>, BodyError> {
+        self.read_all_then(zstd, limit, |bytes| bytes).await
+    }
+
+    /// [`Incoming::read_all`], then `then` (parsing, say) on the bytes in
+    /// the same hop to the blocking pool.
+    pub async fn read_all_then<R: Send + 'static>(
+        &mut self,
+        zstd: bool,
+        limit: u64,
+        then: impl FnOnce(Vec<u8>) -> R + Send + 'static,
+    ) -> Result<R, BodyError> {
         let sink = Charged {
             data: Vec::new(),
             charge: self.budget.charge(),
         };
-        Ok(self.copy_into(zstd, limit, sink).await?.data)
+        self.copy_into_then(zstd, limit, sink, move |sink| then(sink.data))
+            .await
     }
 
     /// Reads and throws away up to `limit` more bytes, so that a client still
@@ -231,6 +267,13 @@ impl Incoming {
             }
         }
     }
+}
+
+/// Where a batch left the body: more to come, or done (with what `then`
+/// made of the sink).
+enum Hop<W: Write, R> {
+    More(Decode<W>),
+    Done(R),
 }
 
 /// A `Vec` sink whose growth is charged to the budget.

@@ -329,6 +329,12 @@ impl Store {
 }
 
 impl Store {
+    /// Gives back the memory SQLite keeps for this database's pages; they
+    /// are read again when next needed. Blocking.
+    pub fn release_memory(&self) -> rusqlite::Result<()> {
+        self.conn.execute_batch("PRAGMA shrink_memory")
+    }
+
     /// Writes a consistent copy of the database to `path` (a read
     /// transaction: uploads wait, nothing else does). Blocking.
     pub fn copy_to(&self, path: &Path) -> rusqlite::Result<()> {

@@ -32,6 +32,10 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(60);
 /// How long SIGHUP waits for a moment without syncs before leaving anyway.
 const CALM_LIMIT: Duration = Duration::from_secs(600);
 
+/// After this long without requests or background work, the memory kept
+/// from them (database caches, the allocator's free lists) goes back.
+const MEMORY_CALM: Duration = Duration::from_secs(20);
+
 /// Counts requests and background jobs in flight, and when the last ended.
 pub struct Activity {
     requests: AtomicUsize,
@@ -100,6 +104,19 @@ impl Activity {
         Some(lock(&self.last_end).elapsed())
     }
 
+    /// Waits until nothing (request or background job) has run for `calm`;
+    /// returns when the last one ended.
+    pub async fn settled(&self, calm: Duration) -> Instant {
+        loop {
+            let last = *lock(&self.last_end);
+            let since = last.elapsed();
+            if self.in_flight() == 0 && since >= calm {
+                return last;
+            }
+            Timer::after(calm.saturating_sub(since).max(Duration::from_millis(100))).await;
+        }
+    }
+
     /// Waits until no request has run for `calm`, so background work does not
     /// take a small board's CPU from a sync in progress.
     pub async fn quiet(&self, calm: Duration) {
@@ -152,6 +169,7 @@ pub enum StopSignal {
 /// Runs the server until SIGTERM/SIGINT, a calm moment after SIGHUP, or
 /// until idle when socket-activated.
 pub fn run(config: Config, listener: Listener) -> io::Result<()> {
+    crate::memory::configure();
     raise_open_files_limit();
     let mut signals = Signals::new([Signal::Term, Signal::Int, Signal::Hup])?;
     let (tx, rx) = smol::channel::unbounded();
@@ -226,6 +244,7 @@ pub async fn serve(
     );
     notify(&[NotifyState::Ready]);
     let _watchdog = watchdog();
+    let _memory = smol::spawn(release_memory_when_settled(service.clone()));
 
     let reason = loop {
         let accept = async { Event::Connection(socket.accept().await) };
@@ -308,6 +327,20 @@ pub async fn serve(
     })
     .await;
     Ok(())
+}
+
+/// Gives memory back once after each spell of work, when things settle.
+async fn release_memory_when_settled(service: Arc<Service>) {
+    let mut released_after = None;
+    loop {
+        let last = service.activity.settled(MEMORY_CALM).await;
+        if released_after != Some(last) {
+            released_after = Some(last);
+            let service = service.clone();
+            sync::blocking(move || service.release_memory()).await;
+        }
+        Timer::after(MEMORY_CALM).await;
+    }
 }
 
 /// Takes the data directory's lock, saying so if it must wait. Blocking.

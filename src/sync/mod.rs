@@ -98,6 +98,15 @@ impl Service {
             .any(|known| known.account.busy(idle))
     }
 
+    /// Gives back memory kept from past requests: the users' database page
+    /// caches, then the allocator's free memory. Blocking.
+    pub fn release_memory(&self) {
+        for known in self.users.all() {
+            known.account.release_memory();
+        }
+        crate::memory::trim();
+    }
+
     /// Decompressed size limit for a collection upload, as the official
     /// server applies it: three times `MAX_SYNC_PAYLOAD_MEGS`.
     pub fn collection_limit(&self) -> u64 {
@@ -132,15 +141,15 @@ impl Call {
     }
 
     /// The JSON body: read as it arrives, decoded and parsed on the blocking
-    /// pool, within the endpoint's limit and the memory budget.
+    /// pool (in one hop when it came in one batch), within the endpoint's
+    /// limit and the memory budget.
     pub async fn json<T: DeserializeOwned + Send + 'static>(&mut self) -> Outcome<T> {
         let mut body = self.take_body();
-        let bytes = body.read_all(self.zstd(), self.limit).await?;
-        smol::unblock(move || {
+        body.read_all_then(self.zstd(), self.limit, |bytes| {
             serde_json::from_slice(&bytes)
                 .map_err(|e| Failure::bad_request(format!("bad request JSON: {e}")))
         })
-        .await
+        .await?
     }
 }
 

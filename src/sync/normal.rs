@@ -808,11 +808,8 @@ fn server_keeps(
     client_usn: i32,
 ) -> Outcome<bool> {
     let existing: Option<(i32, i64)> = conn
-        .query_row(
-            &format!("SELECT usn, mod FROM {table} WHERE id = ?"),
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached(&format!("SELECT usn, mod FROM {table} WHERE id = ?"))?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     Ok(existing.is_some_and(|(usn, modified)| usn >= client_usn && modified >= incoming_mod))
 }
