@@ -1,6 +1,6 @@
 """What one login costs: `/sync/hostKey` with the right password, timed
 against leitner (target/release) and the native official server
-(../shared/anchors, or OFFICIAL_SERVER=path). A login is one PBKDF2 of
+(../shared/anchors, or OFFICIAL_SERVER=path; see common.py). A login is one PBKDF2 of
 600,000 rounds on each side, so this compares the hashing code as built.
 Prints medians and the ratio; asserts nothing. Usage:
     python benches/login.py [ROUNDS]"""
@@ -19,26 +19,7 @@ from pathlib import Path
 
 import zstandard
 
-ROOT = Path(__file__).resolve().parents[1]
-LEITNER = ROOT / "target" / "release" / "leitner"
-ANCHOR = ROOT.parent / "shared" / "anchors" / "anki-sync-server-26.08.1-x86_64.zst"
-
-
-def official_binary(work: Path) -> Path:
-    if os.environ.get("OFFICIAL_SERVER"):
-        return Path(os.environ["OFFICIAL_SERVER"])
-    out = work / "anki-sync-server"
-    subprocess.run(["zstd", "-q", "-d", str(ANCHOR), "-o", str(out)], check=True)
-    out.chmod(0o755)
-    return out
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from common import LEITNER, free_port, official_binary
 
 
 def login(port: int) -> float:
@@ -81,7 +62,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         ours = measure([str(LEITNER)], work / "leitner", rounds)
-        theirs = measure([str(official_binary(work))], work / "official", rounds)
+        theirs = measure([str(official_binary())], work / "official", rounds)
     print(f"login (median of {rounds}): leitner {ours * 1000:.0f} ms, "
           f"official {theirs * 1000:.0f} ms, ratio {ours / theirs:.2f}")
 

@@ -30,8 +30,7 @@ import zstandard
 from anki.collection import Collection
 from anki.sync_pb2 import SyncAuth
 
-import full_sync as common
-from normal_sync import make_changes
+import common
 
 USERS = 8
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -132,7 +131,7 @@ def measure(name: str, argv: list[str], source: Path, work: Path) -> dict:
 
         shutil.copy(saved, path)
         col = Collection(str(path))
-        make_changes(col, 0, 200, 100)
+        common.make_changes(col, 0, 200, 100)
         recorder = Recorder(server.port)
         threading.Thread(target=recorder.serve_forever, daemon=True).start()
         proxied = SyncAuth(hkey=hkey, endpoint=f"http://127.0.0.1:{recorder.server_address[1]}/", io_timeout_secs=300)
@@ -162,12 +161,10 @@ def measure(name: str, argv: list[str], source: Path, work: Path) -> dict:
 
 
 def main() -> None:
-    if not common.LEITNER.exists():
-        sys.exit(f"{common.LEITNER} is missing: run benches/run")
     source = common.template()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, argv in common.SERVERS:
+        for name, argv in common.servers():
             results[name] = measure(name, argv, source, Path(tmp))
     steps = ", ".join(p.rsplit("/", 1)[-1] for p in results["leitner"]["requests"])
     print(f"\nreplayed normal sync ({steps}), 200 reviews + 100 edits on a {common.NOTES}-note "
