@@ -203,19 +203,17 @@ impl Incoming {
                 charge.hold(batch.capacity() as u64)?;
                 batch.extend_from_slice(&chunk[..n]);
             }
-            let started = decode.take();
-            let fresh = match started {
-                Some(_) => None,
-                None => Some((sink.take().expect("used once"), self.budget.charge())),
-            };
+            // The decoder, or on the first batch what makes one.
+            let decoder = decode
+                .take()
+                .ok_or_else(|| (sink.take().expect("used once"), self.budget.charge()));
             // One hop per batch: start the decoder if need be, write, and
             // at the end finish and hand over.
             let last = if end { then.take() } else { None };
             let hop = crate::sync::blocking(move || {
-                let mut d = match (started, fresh) {
-                    (Some(d), _) => d,
-                    (None, Some((capped, charge))) => Decode::new(capped, zstd, charge)?,
-                    (None, None) => unreachable!("a decoder or what makes one"),
+                let mut d = match decoder {
+                    Ok(d) => d,
+                    Err((capped, charge)) => Decode::new(capped, zstd, charge)?,
                 };
                 if let Err(e) = d.write_all(&batch) {
                     return Err(d.classify(e));

@@ -127,14 +127,7 @@ class OfficialServer(Server):
         )
         threading.Thread(target=self._read_log, args=(self.proc,), daemon=True).start()
 
-        def accepting():
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return True
-            except OSError:
-                return False
-
-        if not wait_for(accepting, timeout=60):
+        if not wait_for(lambda: accepting(self.port), timeout=60):
             self.stop(signal.SIGKILL)
             raise RuntimeError("the official server did not start:\n" + self.log())
         return self
@@ -351,6 +344,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def accepting(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:`port`."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
 
 
 def wait_for(predicate, timeout=10.0, step=0.05) -> bool:

@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from harness import free_port, wait_for
+from harness import accepting, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,15 +70,9 @@ class Proxy:
                                      stderr=open(self.work / "stderr.log", "w"), cwd=self.work)
 
         def up():
-            import socket
-
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited:\n{self.log()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return True
-            except OSError:
-                return False
+            return accepting(self.port)
 
         if not wait_for(up, timeout=30):
             raise RuntimeError(f"{self.name} did not start:\n{self.log()}")
