@@ -90,10 +90,7 @@ pub(super) async fn serve(
 /// when the client closed first. A head too long is returned whole, for
 /// [`head::rewrite`] to refuse.
 async fn read_head(socket: &mut Stalling, buf: &mut Vec<u8>) -> std::io::Result<Option<usize>> {
-    // As much as async-h1's own reader takes at once: the body's first
-    // bytes then reach async-h1 as they did when it read the socket itself.
-    // (Its chunked-body decoder hangs when a read ends inside the final
-    // empty line of a chunked body; see ARCHITECTURE.md.)
+    // As much as async-h1's own reader takes at once.
     let mut chunk = [0u8; 8192];
     loop {
         if let Some(end) = head::end(buf) {

@@ -24,6 +24,8 @@ pub(super) struct Head {
     pub http10: bool,
     /// The client waits for `100 Continue` before sending its body.
     pub expects_continue: bool,
+    /// The body comes in chunks (as async-h1 decides it: `chunked` alone).
+    pub chunked: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -91,8 +93,13 @@ pub(super) fn rewrite(head: &[u8]) -> Result<Head, Refused> {
     bytes.extend_from_slice(b" HTTP/1.1\r\n");
     let mut expects_continue = false;
     let mut has_host = false;
+    let mut chunked = None;
     for header in req.headers.iter() {
         let name = header.name;
+        if name.eq_ignore_ascii_case("transfer-encoding") && chunked.is_none() {
+            // async-h1 looks at the first value only.
+            chunked = Some(header.value.eq_ignore_ascii_case(b"chunked"));
+        }
         if name.eq_ignore_ascii_case("expect") {
             // Only `100-continue` is defined; HTTP/1.0 clients cannot expect.
             expects_continue |= !http10 && header.value.eq_ignore_ascii_case(b"100-continue");
@@ -120,6 +127,7 @@ pub(super) fn rewrite(head: &[u8]) -> Result<Head, Refused> {
         bytes,
         http10,
         expects_continue,
+        chunked: chunked.unwrap_or(false),
     })
 }
 

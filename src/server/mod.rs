@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::listen::Listener;
 use crate::sync::{self, Service};
 
+mod chunked;
 mod connection;
 mod forwarded;
 mod head;

@@ -14,6 +14,7 @@ use smol::io::{AsyncRead, AsyncWrite};
 use smol::net::TcpStream;
 use smol::Timer;
 
+use super::chunked::LastChunk;
 use super::head::Head;
 use super::http10::Http10Response;
 
@@ -48,6 +49,9 @@ struct State {
     out: Vec<u8>,
     sent: usize,
     http10: Option<Http10Response>,
+    /// A chunked body's framing, followed so that its end reaches async-h1
+    /// whole (see `chunked`).
+    chunked: Option<LastChunk>,
 }
 
 impl Wire {
@@ -67,12 +71,14 @@ impl Wire {
     /// first; an HTTP/1.0 request's response is converted.
     pub(super) fn begin(&self, head: Head, body_start: &[u8]) {
         let mut state = self.lock();
+        let chunked = head.chunked.then(|| LastChunk::new(head.bytes.len()));
         let mut replay = head.bytes;
         replay.extend_from_slice(body_start);
         *state = State {
             replay,
             owe_continue: head.expects_continue,
             http10: head.http10.then(Http10Response::new),
+            chunked,
             ..State::default()
         };
     }
@@ -112,30 +118,63 @@ impl AsyncRead for Wire {
         let this = self.get_mut();
         let mut guard = this.state.lock().unwrap_or_else(|p| p.into_inner());
         let state = &mut *guard;
-        if state.replayed < state.replay.len() {
-            let n = buf.len().min(state.replay.len() - state.replayed);
-            buf[..n].copy_from_slice(&state.replay[state.replayed..state.replayed + n]);
-            state.replayed += n;
-            if state.replayed == state.replay.len() {
-                state.replay = Vec::new();
-                state.replayed = 0;
-            }
-            return Poll::Ready(Ok(n));
-        }
-        if std::mem::take(&mut state.owe_continue) {
-            if state.responding {
-                state.body_declined = true;
-            } else {
-                state.out.extend_from_slice(CONTINUE);
-            }
-        }
-        if state.body_declined {
+        if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        ready!(drain(state, &mut this.socket, cx))?;
-        drop(guard);
-        Pin::new(&mut this.socket).poll_read(cx, buf)
+        loop {
+            if let Some(chunked) = state.chunked.as_mut() {
+                let n = chunked.take(buf);
+                if n > 0 {
+                    return Poll::Ready(Ok(n));
+                }
+            }
+            let n = ready!(read_next(state, &mut this.socket, cx, buf))?;
+            let Some(chunked) = state.chunked.as_mut() else {
+                return Poll::Ready(Ok(n));
+            };
+            if n == 0 {
+                // The client is gone: what was held goes, for async-h1 to
+                // report the body cut short.
+                chunked.give_up();
+                return Poll::Ready(Ok(chunked.take(buf)));
+            }
+            let pass = chunked.admit(&buf[..n]);
+            if pass > 0 {
+                return Poll::Ready(Ok(pass));
+            }
+        }
     }
+}
+
+/// Reads the next bytes for async-h1: the replayed head, then the socket.
+fn read_next(
+    state: &mut State,
+    socket: &mut Stalling,
+    cx: &mut Context<'_>,
+    buf: &mut [u8],
+) -> Poll<io::Result<usize>> {
+    if state.replayed < state.replay.len() {
+        let n = buf.len().min(state.replay.len() - state.replayed);
+        buf[..n].copy_from_slice(&state.replay[state.replayed..state.replayed + n]);
+        state.replayed += n;
+        if state.replayed == state.replay.len() {
+            state.replay = Vec::new();
+            state.replayed = 0;
+        }
+        return Poll::Ready(Ok(n));
+    }
+    if std::mem::take(&mut state.owe_continue) {
+        if state.responding {
+            state.body_declined = true;
+        } else {
+            state.out.extend_from_slice(CONTINUE);
+        }
+    }
+    if state.body_declined {
+        return Poll::Ready(Ok(0));
+    }
+    ready!(drain(state, socket, cx))?;
+    Pin::new(socket).poll_read(cx, buf)
 }
 
 impl AsyncWrite for Wire {
