@@ -36,3 +36,117 @@ pub fn trim() {
         nix::libc::malloc_trim(0);
     }
 }
+
+/// Lets go of the pages of code and constant data that work brought in.
+///
+/// Running a sync touches most of the binary's code (SQLite, zstd, the
+/// HTTP stack), and those pages stay mapped, counted in the process's RSS,
+/// long after: 4-5 MB of the 8 MB an idle server showed. They are clean
+/// copies of files on disk, so dropping our mapping of them loses nothing:
+/// they stay in the kernel's page cache, where other programs' memory
+/// needs come first, and the next request maps back the ones it runs (a
+/// few dozen minor faults, no disk read unless the kernel reclaimed them).
+///
+/// Only mappings no one can write and that hold no private copy (`Anonymous:
+/// 0 kB`: a relocated, then write-protected, segment does) are touched.
+pub fn release_code_pages() {
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+            return;
+        };
+        for (start, end) in clean_file_mappings(&smaps) {
+            // SAFETY: the range is a whole mapping of an unmodified file that
+            // no one can write (see `clean_file_mappings`); MADV_DONTNEED on
+            // it only unmaps pages the kernel maps back from the same file
+            // on the next access. It frees nothing Rust knows of.
+            #[allow(unsafe_code)]
+            unsafe {
+                nix::libc::madvise(
+                    start as *mut nix::libc::c_void,
+                    end - start,
+                    nix::libc::MADV_DONTNEED,
+                );
+            }
+        }
+    }
+}
+
+/// The address ranges in `smaps` (the text of `/proc/self/smaps`) that map
+/// a file privately, read-only, and hold no page that differs from it.
+fn clean_file_mappings(smaps: &str) -> Vec<(usize, usize)> {
+    let mut found = Vec::new();
+    let mut current: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let Some(first) = fields.next() else { continue };
+        if let Some((start, end)) = first.split_once('-') {
+            let (Ok(start), Ok(end)) = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            ) else {
+                current = None;
+                continue;
+            };
+            let perms = fields.next().unwrap_or("");
+            let path = fields.nth(3).unwrap_or("");
+            let private_read_only = perms.len() == 4
+                && perms.starts_with('r')
+                && !perms.contains('w')
+                && perms.ends_with('p');
+            current = (private_read_only && path.starts_with('/')).then_some((start, end));
+        } else if first == "Anonymous:" {
+            if let Some(range) = current.take() {
+                if fields.next() == Some("0") {
+                    found.push(range);
+                }
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_clean_read_only_file_mappings_are_released() {
+        let smaps = "\
+55d0a0000000-55d0a0100000 r--p 00000000 08:01 123 /usr/bin/leitner
+Rss:                 100 kB
+Anonymous:             0 kB
+55d0a0100000-55d0a0500000 r-xp 00100000 08:01 123 /usr/bin/leitner
+Anonymous:             0 kB
+55d0a0500000-55d0a0600000 r--p 00500000 08:01 123 /usr/bin/leitner
+Anonymous:            24 kB
+55d0a0600000-55d0a0601000 rw-p 00600000 08:01 123 /usr/bin/leitner
+Anonymous:             4 kB
+7f0000000000-7f0000021000 rw-p 00000000 00:00 0
+Anonymous:           132 kB
+7f0000100000-7f0000108000 rw-s 00000000 08:01 9 /data/alice/collection.anki2-shm
+Anonymous:             0 kB
+7ffd00000000-7ffd00002000 r-xp 00000000 00:00 0                          [vdso]
+Anonymous:             0 kB
+7f0000200000-7f0000300000 r-xp 00028000 08:01 77 /usr/lib/x86_64-linux-gnu/libc.so.6
+Anonymous:             0 kB
+";
+        assert_eq!(
+            clean_file_mappings(smaps),
+            vec![
+                (0x55d0a0000000, 0x55d0a0100000),
+                (0x55d0a0100000, 0x55d0a0500000),
+                (0x7f0000200000, 0x7f0000300000),
+            ]
+        );
+    }
+
+    #[test]
+    fn our_own_mappings_are_found_and_released_safely() {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        assert!(!clean_file_mappings(&smaps).is_empty());
+        release_code_pages();
+        // Still running, code and constants intact.
+        assert_eq!(format!("{}", 6 * 7), "42");
+    }
+}

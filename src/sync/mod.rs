@@ -105,6 +105,7 @@ impl Service {
             known.account.release_memory();
         }
         crate::memory::trim();
+        crate::memory::release_code_pages();
     }
 
     /// Decompressed size limit for a collection upload, as the official
