@@ -7,6 +7,7 @@ use http_types::{Body, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Failure;
+use crate::memory::Spares;
 
 pub const SYNC_HEADER: &str = "anki-sync";
 pub const ORIGINAL_SIZE: &str = "anki-original-size";
@@ -69,13 +70,36 @@ pub fn reply(payload: &[u8], zstd: bool) -> Response {
     res
 }
 
+/// Compressors of earlier small replies, ready for the next: making one
+/// costs more than compressing a small reply (9 us against 0.2 us).
+static COMPRESSORS: Spares<zstd::bulk::Compressor<'static>> = Spares::new(2);
+
+/// Replies up to this size use a kept compressor; its tables grow with the
+/// largest reply it compressed (about 640 KiB at this size).
+const KEEP_COMPRESSOR_UP_TO: usize = 64 * 1024;
+
 /// A response body as it goes on the wire: zstd-compressed for v11 clients.
 pub fn encode(payload: &[u8], zstd: bool) -> Vec<u8> {
-    if zstd {
-        zstd::bulk::compress(payload, 0).expect("compressing into memory")
-    } else {
-        payload.to_vec()
+    if !zstd {
+        return payload.to_vec();
     }
+    if payload.len() > KEEP_COMPRESSOR_UP_TO {
+        return zstd::bulk::compress(payload, 0).expect("compressing into memory");
+    }
+    let mut compressor = match COMPRESSORS.take() {
+        Some(c) => c,
+        None => zstd::bulk::Compressor::new(0).expect("a zstd context"),
+    };
+    let packed = compressor
+        .compress(payload)
+        .expect("compressing into memory");
+    COMPRESSORS.give(compressor);
+    packed
+}
+
+/// Drops the kept compressors (memory given back after work).
+pub(crate) fn release_spares() {
+    COMPRESSORS.clear();
 }
 
 /// A 200 whose head goes out now and whose (encoded) body arrives on

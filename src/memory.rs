@@ -37,6 +37,44 @@ pub fn trim() {
     }
 }
 
+/// A few objects that cost more to make than to use (zstd contexts), kept
+/// between requests: few, so what they hold stays small however many
+/// threads there are, and dropped when the server settles.
+pub(crate) struct Spares<T> {
+    kept: std::sync::Mutex<Vec<T>>,
+    max: usize,
+}
+
+impl<T> Spares<T> {
+    pub(crate) const fn new(max: usize) -> Spares<T> {
+        Spares {
+            kept: std::sync::Mutex::new(Vec::new()),
+            max,
+        }
+    }
+
+    pub(crate) fn take(&self) -> Option<T> {
+        self.lock().pop()
+    }
+
+    /// Keeps `spare` unless enough are kept already.
+    pub(crate) fn give(&self, spare: T) {
+        let mut kept = self.lock();
+        if kept.len() < self.max {
+            kept.push(spare);
+        }
+    }
+
+    pub(crate) fn clear(&self) {
+        let dropped = std::mem::take(&mut *self.lock());
+        drop(dropped);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<T>> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Lets go of the pages of code and constant data that work brought in.
 ///
 /// Running a sync touches most of the binary's code (SQLite, zstd, the

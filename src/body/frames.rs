@@ -11,6 +11,7 @@ use std::io::{self, Write};
 use zstd::stream::raw::{DParameter, Decoder, InBuffer, Operation, OutBuffer};
 
 use super::{BodyError, Charge};
+use crate::memory::Spares;
 
 /// The largest zstd window we accept (8 MiB). Anki compresses with level 3,
 /// whose window is 2 MiB; zstd's own default ceiling is 128 MiB, which a
@@ -29,6 +30,72 @@ const BLOCK: u64 = 128 * 1024;
 const MAX_HEADER: usize = 18;
 
 const SCRATCH: usize = 32 * 1024;
+
+/// A decoder whose frames each decoded to less than this is kept for the
+/// next body (see [`Kept`]); its window buffer is then mostly untouched
+/// address space, not memory.
+const KEEP_BELOW: u64 = 256 * 1024;
+
+/// A decoder and its output scratch.
+struct Parts {
+    raw: Decoder<'static>,
+    scratch: Box<[u8]>,
+}
+
+/// Decoders of earlier small bodies, ready for the next: making one (its
+/// context, its scratch) costs more than decoding a small request.
+static SPARES: Spares<Parts> = Spares::new(2);
+
+/// Drops the spare decoders (memory given back after work).
+pub(crate) fn release_spares() {
+    SPARES.clear();
+}
+
+/// A decoder taken from the spares, or made; given back when dropped if
+/// every frame it decoded was small.
+struct Kept {
+    parts: Option<Parts>,
+    /// The most any one frame decoded to.
+    largest: u64,
+    failed: bool,
+}
+
+impl Kept {
+    fn take() -> io::Result<Kept> {
+        let parts = match SPARES.take() {
+            Some(parts) => parts,
+            None => {
+                let mut raw = Decoder::new()?;
+                // Our own check comes first; this one is zstd's, in case.
+                raw.set_parameter(DParameter::WindowLogMax(WINDOW_LOG_MAX))?;
+                Parts {
+                    raw,
+                    scratch: vec![0; SCRATCH].into_boxed_slice(),
+                }
+            }
+        };
+        Ok(Kept {
+            parts: Some(parts),
+            largest: 0,
+            failed: false,
+        })
+    }
+
+    fn parts(&mut self) -> &mut Parts {
+        self.parts.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        if let Some(mut parts) = self.parts.take() {
+            let keep = !self.failed && self.largest < KEEP_BELOW;
+            if keep && parts.raw.reinit().is_ok() {
+                SPARES.give(parts);
+            }
+        }
+    }
+}
 
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Header {
@@ -101,28 +168,26 @@ pub(super) fn header(bytes: &[u8]) -> Header {
 /// A zstd stream decoder writing into `out`, frame by frame, each frame's
 /// memory held in `charge` before the frame is decoded.
 pub(super) struct FrameDecoder<W> {
-    raw: Decoder<'static>,
+    decoder: Kept,
     out: W,
     charge: Charge,
     /// The start of a frame's header, kept until the whole header is here.
     head: Vec<u8>,
     /// Between two frames: the next byte begins a header.
     between: bool,
-    scratch: Box<[u8]>,
+    /// What the current frame has decoded to so far.
+    frame_out: u64,
 }
 
 impl<W: Write> FrameDecoder<W> {
     pub(super) fn new(out: W, charge: Charge) -> io::Result<FrameDecoder<W>> {
-        let mut raw = Decoder::new()?;
-        // Our own check comes first; this one is zstd's, in case.
-        raw.set_parameter(DParameter::WindowLogMax(WINDOW_LOG_MAX))?;
         Ok(FrameDecoder {
-            raw,
+            decoder: Kept::take()?,
             out,
             charge,
             head: Vec::with_capacity(MAX_HEADER),
             between: true,
-            scratch: vec![0; SCRATCH].into_boxed_slice(),
+            frame_out: 0,
         })
     }
 
@@ -145,17 +210,25 @@ impl<W: Write> FrameDecoder<W> {
     /// returns how much was used.
     fn feed(&mut self, input: &[u8]) -> io::Result<usize> {
         let mut input = InBuffer::around(input);
+        // A decoder that failed is not kept, whatever state it is in.
+        self.decoder.failed = true;
         loop {
-            let mut output = OutBuffer::around(&mut self.scratch[..]);
-            let hint = self.raw.run(&mut input, &mut output)?;
+            let Parts { raw, scratch } = self.decoder.parts();
+            let mut output = OutBuffer::around(&mut scratch[..]);
+            let hint = raw.run(&mut input, &mut output)?;
             let produced = output.pos();
-            self.out.write_all(&self.scratch[..produced])?;
+            self.out.write_all(&scratch[..produced])?;
+            self.frame_out += produced as u64;
+            self.decoder.largest = self.decoder.largest.max(self.frame_out);
             if hint == 0 {
                 // The frame is decoded and flushed; a header may follow.
                 self.between = true;
+                self.frame_out = 0;
+                self.decoder.failed = false;
                 return Ok(input.pos());
             }
             if input.pos() == input.src.len() && produced < SCRATCH {
+                self.decoder.failed = false;
                 return Ok(input.pos());
             }
         }

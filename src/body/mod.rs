@@ -17,6 +17,8 @@ use smol::io::AsyncReadExt;
 
 mod frames;
 
+pub(crate) use frames::release_spares;
+
 use frames::FrameDecoder;
 
 /// Bytes handed to the blocking pool at once (and held per request while

@@ -42,6 +42,14 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     // spill to the WAL halfway (SQLite's default is 2 MiB). Memory is only
     // used as pages are touched.
     conn.pragma_update(None, "cache_size", -8192)?;
+    // Statement journals in memory. Inside a normal sync's transaction a
+    // statement that may fail after writing (`DELETE FROM config` in
+    // applyChanges, a REPLACE) journals the pages it changes; past 64 KiB
+    // SQLite moves that journal to a temp file, in /var/tmp on the SD card,
+    // and keeps using the file, a write syscall per page, for the rest of
+    // the transaction. One statement's journal holds only the pages that
+    // statement changed (applyChunk's rows need none, see `UPDATE_CARD`).
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     // A normal sync's steps use a few dozen distinct statements per row
     // kind; preparing one costs more than running it on a row.
     conn.set_prepared_statement_cache_capacity(64);

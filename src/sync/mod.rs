@@ -104,6 +104,8 @@ impl Service {
         for known in self.users.all() {
             known.account.release_memory();
         }
+        crate::body::release_spares();
+        crate::framing::release_spares();
         crate::memory::trim();
         crate::memory::release_code_pages();
     }
