@@ -182,6 +182,15 @@ impl<R: Read, H> Read for Encoded<R, H> {
 }
 
 /// [`reply`] with a JSON payload.
+/// A reply's JSON, already written.
+pub struct Json(pub Vec<u8>);
+
+impl Json {
+    pub fn of(value: &impl Serialize) -> Json {
+        Json(serde_json::to_vec(value).expect("serialising plain data"))
+    }
+}
+
 pub fn reply_json(value: &impl Serialize, zstd: bool) -> Response {
     let payload = serde_json::to_vec(value).expect("serialising plain data");
     reply(&payload, zstd)

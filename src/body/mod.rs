@@ -173,6 +173,29 @@ impl Incoming {
         // after its first bytes costs next to nothing, however many do. The
         // decoder charges its own, frame by frame.
         let mut charge = self.budget.charge();
+        let mut raw_total = 0u64;
+        let first = self.read_batch(limit, &mut raw_total, &mut charge).await?;
+        self.hop_batches(zstd, limit, sink, then, first, charge, raw_total)
+            .await
+    }
+
+    /// Feeds `batch` and the batches after it to the decoder, one hop to
+    /// the blocking pool per batch, and runs `then` on the sink in the last.
+    #[allow(clippy::too_many_arguments)]
+    async fn hop_batches<W, R>(
+        &mut self,
+        zstd: bool,
+        limit: u64,
+        sink: W,
+        then: impl FnOnce(W) -> R + Send + 'static,
+        mut batch: (Vec<u8>, bool),
+        mut charge: Charge,
+        mut raw_total: u64,
+    ) -> Result<R, BodyError>
+    where
+        W: Write + Send + 'static,
+        R: Send + 'static,
+    {
         let mut sink = Some(Capped {
             inner: sink,
             left: limit,
@@ -181,30 +204,8 @@ impl Incoming {
         });
         let mut decode: Option<Decode<W>> = None;
         let mut then = Some(then);
-        let mut raw_total = 0u64;
-        let mut chunk = [0u8; 8 * 1024];
         loop {
-            let mut batch = Vec::new();
-            let mut end = false;
-            while batch.len() < BATCH {
-                let n = self
-                    .body
-                    .read(&mut chunk)
-                    .await
-                    .map_err(BodyError::Malformed)?;
-                if n == 0 {
-                    end = true;
-                    break;
-                }
-                self.received.fetch_add(n as u64, Ordering::Relaxed);
-                raw_total += n as u64;
-                if raw_total > limit {
-                    return Err(BodyError::TooLarge);
-                }
-                batch.reserve(n);
-                charge.hold(batch.capacity() as u64)?;
-                batch.extend_from_slice(&chunk[..n]);
-            }
+            let (bytes, end) = batch;
             // The decoder, or on the first batch what makes one.
             let decoder = decode
                 .take()
@@ -217,7 +218,7 @@ impl Incoming {
                     Ok(d) => d,
                     Err((capped, charge)) => Decode::new(capped, zstd, charge)?,
                 };
-                if let Err(e) = d.write_all(&batch) {
+                if let Err(e) = d.write_all(&bytes) {
                     return Err(d.classify(e));
                 }
                 if let Some(then) = last {
@@ -230,7 +231,73 @@ impl Incoming {
                 Hop::Done(result) => return Ok(result),
                 Hop::More(d) => decode = Some(d),
             }
+            batch = self.read_batch(limit, &mut raw_total, &mut charge).await?;
         }
+    }
+
+    /// Reads up to [`BATCH`] bytes as they come; says whether the body
+    /// ended. `charge` holds the batch's memory.
+    async fn read_batch(
+        &mut self,
+        limit: u64,
+        raw_total: &mut u64,
+        charge: &mut Charge,
+    ) -> Result<(Vec<u8>, bool), BodyError> {
+        let mut chunk = [0u8; 8 * 1024];
+        let mut batch = Vec::new();
+        while batch.len() < BATCH {
+            let n = self
+                .body
+                .read(&mut chunk)
+                .await
+                .map_err(BodyError::Malformed)?;
+            if n == 0 {
+                return Ok((batch, true));
+            }
+            self.received.fetch_add(n as u64, Ordering::Relaxed);
+            *raw_total += n as u64;
+            if *raw_total > limit {
+                return Err(BodyError::TooLarge);
+            }
+            batch.reserve(n);
+            charge.hold(batch.capacity() as u64)?;
+            batch.extend_from_slice(&chunk[..n]);
+        }
+        Ok((batch, false))
+    }
+
+    /// Reads the whole body, leaving a small one (one batch, most requests)
+    /// undecoded: its decoding can then share the blocking-pool hop of the
+    /// work it is for. A larger one is decoded as it comes.
+    pub async fn read_all_later(&mut self, zstd: bool, limit: u64) -> Result<Whole, BodyError> {
+        let mut charge = self.budget.charge();
+        let mut raw_total = 0u64;
+        let first = self.read_batch(limit, &mut raw_total, &mut charge).await?;
+        if first.1 {
+            return Ok(Whole::Undecoded(Undecoded {
+                bytes: first.0,
+                _charge: charge,
+                zstd,
+                limit,
+                budget: self.budget.clone(),
+            }));
+        }
+        let sink = Charged {
+            data: Vec::new(),
+            charge: self.budget.charge(),
+        };
+        let data = self
+            .hop_batches(
+                zstd,
+                limit,
+                sink,
+                |sink| sink.data,
+                first,
+                charge,
+                raw_total,
+            )
+            .await?;
+        Ok(Whole::Decoded(data))
     }
 
     /// Reads the whole body into memory (JSON requests), charged to the
@@ -266,6 +333,51 @@ impl Incoming {
                 Ok(n) => left = left.saturating_sub(n as u64),
             }
         }
+    }
+}
+
+/// A whole request body from [`Incoming::read_all_later`].
+pub enum Whole {
+    Undecoded(Undecoded),
+    Decoded(Vec<u8>),
+}
+
+impl Whole {
+    /// The body's bytes, decoded if need be. Blocking.
+    pub fn bytes(self) -> Result<Vec<u8>, BodyError> {
+        match self {
+            Whole::Decoded(data) => Ok(data),
+            Whole::Undecoded(body) => body.decode(),
+        }
+    }
+}
+
+/// A small body as it came, and the memory it holds.
+pub struct Undecoded {
+    bytes: Vec<u8>,
+    /// Held, not read: released when the body goes.
+    _charge: Charge,
+    zstd: bool,
+    limit: u64,
+    budget: Arc<Budget>,
+}
+
+impl Undecoded {
+    fn decode(self) -> Result<Vec<u8>, BodyError> {
+        let sink = Capped {
+            inner: Charged {
+                data: Vec::new(),
+                charge: self.budget.charge(),
+            },
+            left: self.limit,
+            hit: false,
+            failed: false,
+        };
+        let mut d = Decode::new(sink, self.zstd, self.budget.charge())?;
+        if let Err(e) = d.write_all(&self.bytes) {
+            return Err(d.classify(e));
+        }
+        d.finish().map(|sink| sink.data)
     }
 }
 

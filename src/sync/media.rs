@@ -8,7 +8,7 @@ use std::sync::Arc;
 use http_types::{Body, Response};
 use serde::{Deserialize, Serialize};
 
-use super::{blocking, reply_json, stream_body, Call};
+use super::{blocking, stream_body, Call};
 use crate::account::{open_media, Account};
 use crate::clock;
 use crate::error::{Failure, Outcome};
@@ -64,13 +64,10 @@ pub async fn begin(
         #[serde(default)]
         v: String,
     }
-    let version = match query_version {
-        Some(v) => v,
-        None => call.json::<Request>().await?.v,
+    let body = match query_version {
+        Some(v) => Err(v),
+        None => Ok(call.json_later::<Request>().await?),
     };
-    if version.is_empty() {
-        return Err(Failure::bad_request("media begin without a client version"));
-    }
     #[derive(Serialize)]
     struct Begin {
         usn: i64,
@@ -78,7 +75,18 @@ pub async fn begin(
     }
     let usn = current_usn(account).await?;
     let sk = call.header.host_key.clone();
-    Ok(reply_json(wrapped(Begin { usn, sk }), call.zstd()).await)
+    let zstd = call.zstd();
+    blocking(move || {
+        let version = match body {
+            Err(v) => v,
+            Ok(body) => body.parse()?.v,
+        };
+        if version.is_empty() {
+            return Err(Failure::bad_request("media begin without a client version"));
+        }
+        Ok(framing::reply_json(&wrapped(Begin { usn, sk }), zstd))
+    })
+    .await
 }
 
 pub async fn changes(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
@@ -87,19 +95,21 @@ pub async fn changes(call: &mut Call, account: &Arc<Account>) -> Outcome<Respons
     struct Request {
         last_usn: i64,
     }
-    let after = call.json::<Request>().await?.last_usn;
+    let body = call.json_later::<Request>().await?;
+    let zstd = call.zstd();
     let mut slot = account.lock_media().await;
     let dir = account.dir.clone();
-    let changes = blocking(move || -> Outcome<_> {
+    blocking(move || {
+        let after = body.parse()?.last_usn;
         let store = open_media(&mut slot, &dir)?;
-        Ok(store.changes_after(after, CHANGES_PER_REPLY)?)
+        let list: Vec<(String, i64, String)> = store
+            .changes_after(after, CHANGES_PER_REPLY)?
+            .into_iter()
+            .map(|c| (c.name, c.usn, c.sha1.map(hex).unwrap_or_default()))
+            .collect();
+        Ok(framing::reply_json(&wrapped(list), zstd))
     })
-    .await?;
-    let list: Vec<(String, i64, String)> = changes
-        .into_iter()
-        .map(|c| (c.name, c.usn, c.sha1.map(hex).unwrap_or_default()))
-        .collect();
-    Ok(reply_json(wrapped(list), call.zstd()).await)
+    .await
 }
 
 pub async fn sanity(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
@@ -107,21 +117,23 @@ pub async fn sanity(call: &mut Call, account: &Arc<Account>) -> Outcome<Response
     struct Request {
         local: i64,
     }
-    let local = call.json::<Request>().await?.local;
+    let body = call.json_later::<Request>().await?;
+    let zstd = call.zstd();
+    let name = account.name.clone();
     let mut slot = account.lock_media().await;
     let dir = account.dir.clone();
-    let ours =
-        blocking(move || -> Outcome<_> { Ok(open_media(&mut slot, &dir)?.live_count()?) }).await?;
-    let verdict = if ours == local {
-        "OK"
-    } else {
-        log::warn!(
-            "{}: media check: the client has {local} files, the server {ours}",
-            account.name
-        );
-        "mediaSanity"
-    };
-    Ok(reply_json(wrapped(verdict), call.zstd()).await)
+    blocking(move || {
+        let local = body.parse()?.local;
+        let ours = open_media(&mut slot, &dir)?.live_count()?;
+        let verdict = if ours == local {
+            "OK"
+        } else {
+            log::warn!("{name}: media check: the client has {local} files, the server {ours}");
+            "mediaSanity"
+        };
+        Ok(framing::reply_json(&wrapped(verdict), zstd))
+    })
+    .await
 }
 
 pub async fn upload_changes(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
@@ -141,7 +153,8 @@ pub async fn upload_changes(call: &mut Call, account: &Arc<Account>) -> Outcome<
     };
     let mut slot = account.lock_media().await;
     let dir = account.dir.clone();
-    let outcome = blocking(move || -> Outcome<_> {
+    let kept = account.clone();
+    blocking(move || {
         let store = open_media(&mut slot, &dir)?;
         let body = spool
             .finish()
@@ -149,21 +162,22 @@ pub async fn upload_changes(call: &mut Call, account: &Arc<Account>) -> Outcome<
         let batch = upload::read_batch(body, store.staging())?;
         let processed = batch.len();
         match store.apply(batch, clock::now_secs()) {
-            Ok(usn) => Ok((processed, usn)),
+            Ok(usn) => {
+                kept.media_usn.store(usn, Ordering::Release);
+                Ok(framing::reply_json(&wrapped((processed, usn)), zstd))
+            }
             Err(e) => {
                 // The folder may be behind the database: reopening redoes
-                // what the batch still owes before anything reads it.
+                // what the batch still owes before anything reads it. A
+                // batch that failed after its commit moved the usn: ask
+                // again.
                 *slot = None;
+                kept.media_usn.store(-1, Ordering::Release);
                 Err(e.into())
             }
         }
     })
-    .await;
-    // A batch that failed after its commit moved the usn: ask again.
-    let (processed, usn) =
-        outcome.inspect_err(|_| account.media_usn.store(-1, Ordering::Release))?;
-    account.media_usn.store(usn, Ordering::Release);
-    Ok(reply_json(wrapped((processed, usn)), zstd).await)
+    .await
 }
 
 pub async fn download_files(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
@@ -171,11 +185,12 @@ pub async fn download_files(call: &mut Call, account: &Arc<Account>) -> Outcome<
     struct Request {
         files: Vec<String>,
     }
-    let names = call.json::<Request>().await?.files;
+    let body = call.json_later::<Request>().await?;
     let zstd = call.zstd();
     let mut slot = account.lock_media().await;
     let dir = account.dir.clone();
     let zip = blocking(move || -> Outcome<_> {
+        let names = body.parse()?.files;
         Ok(download::prepare(open_media(&mut slot, &dir)?, names)?)
     })
     .await?;

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use http_types::Response;
 use serde::{Deserialize, Serialize};
 
-use super::{blocking, reply_json, Call};
+use super::{blocking, Call};
 use crate::account::Account;
 use crate::clock;
 use crate::collection;
 use crate::error::{Failure, Outcome};
-use crate::framing::{MAX_VERSION, MIN_VERSION};
+use crate::framing::{self, MAX_VERSION, MIN_VERSION};
 
 #[derive(Deserialize)]
 struct MetaRequest {
@@ -37,14 +37,16 @@ struct Meta {
 }
 
 pub async fn meta(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
-    let request: MetaRequest = call.json().await?;
-    if !(MIN_VERSION as i64..=MAX_VERSION as i64).contains(&request.version) {
-        return Err(Failure::too_old(format!(
-            "sync version {} is not supported",
-            request.version
-        )));
-    }
-    let now = clock::now_secs();
+    let body = call.json_later::<MetaRequest>().await?;
+    // Known after the first request (kept by the account); read before the
+    // hop so that the request takes one.
+    let media_usn = super::media::current_usn(account).await?;
+    let reply = Reply {
+        zstd: call.zstd(),
+        limit: call.service.collection_limit(),
+        media_usn,
+        now: clock::now_secs(),
+    };
     // Answered at once: a download or a sync step of another device holds
     // the lock for as long as it takes, and then the committed state is the
     // answer anyway.
@@ -53,18 +55,20 @@ pub async fn meta(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> 
         None if account.collection_path().exists() => {
             let path = account.collection_path();
             let dir = account.dir.clone();
-            let facts = blocking(move || -> Outcome<Facts> {
-                Facts::read(collection::status(&collection::open(&path)?)?, &dir)
+            return blocking(move || {
+                check_version(body.parse()?)?;
+                let facts = Facts::read(collection::status(&collection::open(&path)?)?, &dir)?;
+                Ok(reply.to(facts))
             })
-            .await?;
-            return answer(call, account, facts, now).await;
+            .await;
         }
         None => account.lock().await,
     };
     let dir = account.dir.clone();
     let session = call.header.session.clone();
     let idle = call.service.config.sync_idle;
-    let facts = blocking(move || -> Outcome<Facts> {
+    blocking(move || {
+        check_version(body.parse()?)?;
         state.expire_session(idle);
         // The same client starting over abandons its own sync; another
         // device's check (a phone in the background) leaves it running and
@@ -77,10 +81,19 @@ pub async fn meta(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> 
         } else {
             collection::status(state.collection(&dir)?)?
         };
-        Facts::read(status, &dir)
+        Ok(reply.to(Facts::read(status, &dir)?))
     })
-    .await?;
-    answer(call, account, facts, now).await
+    .await
+}
+
+fn check_version(request: MetaRequest) -> Outcome<()> {
+    if !(MIN_VERSION as i64..=MAX_VERSION as i64).contains(&request.version) {
+        return Err(Failure::too_old(format!(
+            "sync version {} is not supported",
+            request.version
+        )));
+    }
+    Ok(())
 }
 
 /// What `meta` reports, read on the blocking pool in one go.
@@ -102,50 +115,57 @@ impl Facts {
     }
 }
 
-async fn answer(
-    call: &mut Call,
-    account: &Arc<Account>,
-    facts: Facts,
+/// What the reply needs besides the facts.
+struct Reply {
+    zstd: bool,
+    /// The largest collection the server takes in an upload.
+    limit: u64,
+    media_usn: i64,
     now: i64,
-) -> Outcome<Response> {
-    let Facts {
-        mut status,
-        len,
-        disk_full,
-    } = facts;
-    // Like the official server: a collection too large to upload again is
-    // only ever offered as a one-way sync.
-    if len > call.service.collection_limit() {
-        status.schema_modified = clock::now_millis();
-    }
-    let media_usn = super::media::current_usn(account).await?;
+}
 
-    let (cont, msg) = if clock::is_unset(now) {
-        // Every client would refuse our timestamps anyway; say why instead.
-        (
-            false,
-            "The sync server's clock is not set yet (it has no network time). \
-             Check its internet connection and try again in a few minutes."
-                .to_string(),
-        )
-    } else if disk_full {
-        // A sync would fail halfway with "disk I/O error": say why instead.
-        (false, super::full::DISK_FULL.to_string())
-    } else {
-        (true, String::new())
-    };
-    let meta = Meta {
-        modified: status.modified,
-        schema_modified: status.schema_modified,
-        usn: status.usn,
-        server_time: now,
-        msg,
-        cont,
-        host_num: 0,
-        empty: status.empty,
-        media_usn,
-    };
-    Ok(reply_json(meta, call.zstd()).await)
+impl Reply {
+    /// The reply, encoded. Blocking.
+    fn to(self, facts: Facts) -> Response {
+        let Facts {
+            mut status,
+            len,
+            disk_full,
+        } = facts;
+        // Like the official server: a collection too large to upload again
+        // is only ever offered as a one-way sync.
+        if len > self.limit {
+            status.schema_modified = clock::now_millis();
+        }
+        let (cont, msg) = if clock::is_unset(self.now) {
+            // Every client would refuse our timestamps anyway; say why
+            // instead.
+            (
+                false,
+                "The sync server's clock is not set yet (it has no network time). \
+                 Check its internet connection and try again in a few minutes."
+                    .to_string(),
+            )
+        } else if disk_full {
+            // A sync would fail halfway with "disk I/O error": say why
+            // instead.
+            (false, super::full::DISK_FULL.to_string())
+        } else {
+            (true, String::new())
+        };
+        let meta = Meta {
+            modified: status.modified,
+            schema_modified: status.schema_modified,
+            usn: status.usn,
+            server_time: self.now,
+            msg,
+            cont,
+            host_num: 0,
+            empty: status.empty,
+            media_usn: self.media_usn,
+        };
+        framing::reply_json(&meta, self.zstd)
+    }
 }
 
 /// Room a sync needs at least: its WAL pages, a media batch's rows.

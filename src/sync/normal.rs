@@ -14,16 +14,17 @@ use std::time::{Duration, Instant};
 
 use http_types::Response;
 use rusqlite::{params, Connection, OptionalExtension};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{blocking, Call};
+use super::{blocking, Call, Later};
 use crate::account::{Account, AccountState};
 use crate::clock;
 use crate::collection::schema11::{self, blob, int};
 use crate::collection::text;
 use crate::error::{Failure, Outcome};
-use crate::framing;
+use crate::framing::{self, Json};
 
 /// Rows per `chunk` reply, as the official server.
 const CHUNK_BUDGET: i32 = 250;
@@ -91,12 +92,13 @@ struct Graves {
 }
 
 pub async fn start(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
-    let request: StartRequest = call.json().await?;
+    let body = call.json_later::<StartRequest>().await?;
     let key = session_key(call)?;
     let zstd = call.zstd();
     let mut state = account.lock().await;
     let dir = account.dir.clone();
     blocking(move || {
+        let request = body.parse()?;
         state.abort_session();
         let conn = state.collection(&dir)?;
         conn.execute_batch("BEGIN IMMEDIATE")?;
@@ -138,10 +140,30 @@ fn session_key(call: &Call) -> Outcome<String> {
 
 /// Runs one step of the sync in progress on the blocking pool. No sync, or
 /// another device's: 409. A step that fails rolls the whole sync back.
-async fn step<T: Serialize>(
+async fn step(
     call: &Call,
     account: &Arc<Account>,
-    work: impl FnOnce(&Connection, &mut Session) -> Outcome<T> + Send + 'static,
+    work: impl FnOnce(&Connection, &mut Session) -> Outcome<Json> + Send + 'static,
+) -> Outcome<Response> {
+    step_then(call, account, || Ok(()), |(), conn, s| work(conn, s)).await
+}
+
+/// [`step`] for a request with a JSON body, parsed in the same hop (a bad
+/// body is refused before the sync is touched).
+async fn step_with<T: DeserializeOwned + 'static>(
+    call: &Call,
+    account: &Arc<Account>,
+    body: Later<T>,
+    work: impl FnOnce(T, &Connection, &mut Session) -> Outcome<Json> + Send + 'static,
+) -> Outcome<Response> {
+    step_then(call, account, move || body.parse(), work).await
+}
+
+async fn step_then<T>(
+    call: &Call,
+    account: &Arc<Account>,
+    request: impl FnOnce() -> Outcome<T> + Send + 'static,
+    work: impl FnOnce(T, &Connection, &mut Session) -> Outcome<Json> + Send + 'static,
 ) -> Outcome<Response> {
     let key = session_key(call)?;
     let zstd = call.zstd();
@@ -149,6 +171,7 @@ async fn step<T: Serialize>(
     let mut state = account.lock().await;
     let dir = account.dir.clone();
     blocking(move || {
+        let request = request()?;
         state.expire_session(idle);
         match &state.session {
             Some(s) if s.key == key => {}
@@ -159,7 +182,7 @@ async fn step<T: Serialize>(
         // A panic (a bug) in a step rolls the sync back like any failure, so
         // the user can start a new one at once.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let value = work(conn, &mut session)?;
+            let value = work(request, conn, &mut session)?;
             test_hook_panic();
             Ok(value)
         }))
@@ -172,7 +195,7 @@ async fn step<T: Serialize>(
             Ok(value) => {
                 session.touched = Instant::now();
                 state.session = Some(session);
-                Ok(framing::reply_json(&value, zstd))
+                Ok(framing::reply(&value.0, zstd))
             }
             Err(failure) => {
                 let _ = conn.execute_batch("ROLLBACK");
@@ -240,9 +263,10 @@ struct ChunkOf<T> {
 }
 
 pub async fn apply_graves_step(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
-    let request: ChunkOf<Value> = call.json().await?;
-    step(call, account, move |conn, s| {
-        apply_graves(conn, &request.chunk, s.server_usn)
+    let body = call.json_later().await?;
+    step_with(call, account, body, |request: ChunkOf<Value>, conn, s| {
+        apply_graves(conn, &request.chunk, s.server_usn)?;
+        Ok(Json::of(&()))
     })
     .await
 }
@@ -273,13 +297,13 @@ fn empty_decks() -> (Vec<Value>, Vec<Value>) {
 }
 
 pub async fn apply_changes(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
-    let request: ChangesRequest = call.json().await?;
-    step(call, account, move |conn, s| {
+    let body = call.json_later().await?;
+    step_with(call, account, body, |request: ChangesRequest, conn, s| {
         // Ours first: collected after the client's were merged, they would be
         // echoed back to it.
         let ours = server_changes(conn, s)?;
         merge_changes(conn, s, request.changes)?;
-        Ok(ours)
+        Ok(Json::of(&ours))
     })
     .await
 }
@@ -562,17 +586,6 @@ fn adopt_parent_case(conn: &Connection, tag: &str) -> Outcome<String> {
 
 // ------------------------------------------------------------------ chunks
 
-#[derive(Serialize)]
-struct Chunk {
-    done: bool,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    revlog: Vec<Value>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    cards: Vec<Value>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    notes: Vec<Value>,
-}
-
 fn ids(conn: &Connection, table: &str, min_usn: i32) -> rusqlite::Result<Vec<i64>> {
     conn.prepare(&format!("SELECT id FROM {table} WHERE usn >= ?"))?
         .query_map([min_usn], |r| r.get(0))?
@@ -605,76 +618,131 @@ pub async fn chunk(call: &mut Call, account: &Arc<Account>) -> Outcome<Response>
                 }
             }
         }
-        Ok(Chunk {
-            done: budget > 0,
-            revlog: load_rows(conn, "revlog", &revlog)?,
-            cards: load_rows(conn, "cards", &cards)?,
-            notes: load_notes(conn, &notes)?,
-        })
+        // Written as it is read: a chunk is 250 rows, and a JSON value per
+        // cell cost more than reading them.
+        let mut out = Vec::with_capacity(32 * 1024);
+        out.extend_from_slice(if budget > 0 {
+            b"{\"done\":true"
+        } else {
+            b"{\"done\":false"
+        });
+        write_rows(conn, &mut out, "revlog", &revlog)?;
+        write_rows(conn, &mut out, "cards", &cards)?;
+        write_notes(conn, &mut out, &notes)?;
+        out.push(b'}');
+        Ok(Json(out))
     })
     .await
 }
 
-/// `?, ?, ...` for `n` ids (a chunk holds at most 252).
-fn placeholders(n: usize) -> String {
-    vec!["?"; n].join(", ")
-}
-
-/// Rows of `table` with the given ids, as the wire's tuples: every column
-/// as it is stored.
-fn load_rows(conn: &Connection, table: &str, ids: &[i64]) -> Outcome<Vec<Value>> {
+/// `,"<table>":[rows]` for the rows of `table` with the given ids (nothing
+/// when there are none), each row the wire's tuple: every column as it is
+/// stored.
+fn write_rows(conn: &Connection, out: &mut Vec<u8>, table: &str, ids: &[i64]) -> Outcome<()> {
     if ids.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
-    let sql = format!(
-        "SELECT * FROM {table} WHERE id IN ({})",
-        placeholders(ids.len())
-    );
-    let mut stmt = conn.prepare(&sql)?;
+    let mut stmt = conn.prepare_cached(&format!("SELECT * FROM {table} WHERE id = ?"))?;
     let columns = stmt.column_count();
-    let rows = stmt.query_map(rusqlite::params_from_iter(ids), |r| {
-        (0..columns)
-            .map(|i| {
-                Ok(match r.get_ref(i)? {
-                    rusqlite::types::ValueRef::Integer(n) => json!(n),
-                    rusqlite::types::ValueRef::Real(f) => json!(f),
-                    rusqlite::types::ValueRef::Text(t) => json!(String::from_utf8_lossy(t)),
-                    _ => Value::Null,
-                })
-            })
-            .collect::<rusqlite::Result<Vec<Value>>>()
-            .map(Value::Array)
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut list = JsonList::open(out, table);
+    for id in ids {
+        let mut rows = stmt.query([id])?;
+        let Some(row) = rows.next()? else { continue };
+        let out = list.item();
+        for i in 0..columns {
+            out.push(if i == 0 { b'[' } else { b',' });
+            write_cell(out, row.get_ref(i)?);
+        }
+        out.push(b']');
+    }
+    list.close();
+    Ok(())
 }
 
 /// Notes as the wire carries them: sort field and checksum empty strings,
 /// flags 0, data empty; the receiver computes its own.
-fn load_notes(conn: &Connection, ids: &[i64]) -> Outcome<Vec<Value>> {
+fn write_notes(conn: &Connection, out: &mut Vec<u8>, ids: &[i64]) -> Outcome<()> {
     if ids.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
-    let sql = format!(
-        "SELECT id, guid, mid, mod, usn, tags, flds FROM notes WHERE id IN ({})",
-        placeholders(ids.len())
-    );
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(ids), |r| {
-        Ok(json!([
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, i64>(3)?,
-            r.get::<_, i64>(4)?,
-            r.get::<_, String>(5)?,
-            r.get::<_, String>(6)?,
+    let mut stmt =
+        conn.prepare_cached("SELECT id, guid, mid, mod, usn, tags, flds FROM notes WHERE id = ?")?;
+    let mut list = JsonList::open(out, "notes");
+    for id in ids {
+        let mut rows = stmt.query([id])?;
+        let Some(r) = rows.next()? else { continue };
+        let note: (
+            i64,
+            String,
+            i64,
+            i64,
+            i64,
+            String,
+            String,
+            &str,
+            &str,
+            i64,
+            &str,
+        ) = (
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
             "",
             "",
             0,
-            ""
-        ]))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+            "",
+        );
+        serde_json::to_writer(list.item(), &note).expect("writing JSON into memory");
+    }
+    list.close();
+    Ok(())
+}
+
+/// `,"<key>":[item,item...]` written into a reply under way.
+struct JsonList<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> JsonList<'a> {
+    fn open(out: &'a mut Vec<u8>, key: &str) -> JsonList<'a> {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":[");
+        JsonList { out, first: true }
+    }
+
+    /// Where the next item goes.
+    fn item(&mut self) -> &mut Vec<u8> {
+        if !std::mem::take(&mut self.first) {
+            self.out.push(b',');
+        }
+        self.out
+    }
+
+    fn close(self) {
+        self.out.push(b']');
+    }
+}
+
+/// One stored value as JSON: what `serde_json` makes of the same value
+/// (text not valid UTF-8 is mended, blobs are null, as before).
+fn write_cell(out: &mut Vec<u8>, cell: rusqlite::types::ValueRef<'_>) {
+    use rusqlite::types::ValueRef;
+    let written = match cell {
+        ValueRef::Integer(n) => serde_json::to_writer(&mut *out, &n),
+        ValueRef::Real(f) => serde_json::to_writer(&mut *out, &f),
+        ValueRef::Text(t) => serde_json::to_writer(&mut *out, &*String::from_utf8_lossy(t)),
+        ValueRef::Null | ValueRef::Blob(_) => {
+            out.extend_from_slice(b"null");
+            Ok(())
+        }
+    };
+    written.expect("writing JSON into memory");
 }
 
 #[derive(Deserialize)]
@@ -688,36 +756,42 @@ struct IncomingChunk {
 }
 
 pub async fn apply_chunk(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
-    let request: ChunkOf<IncomingChunk> = call.json().await?;
-    step(call, account, move |conn, s| {
-        let chunk = request.chunk;
-        let usn = s.server_usn;
-        let num = |row: &[Value], i: usize| -> Outcome<i64> {
-            int(row.get(i)).ok_or_else(|| bad(format!("column {i} is not a number")))
-        };
-        let txt = |row: &[Value], i: usize| -> Outcome<String> {
-            row.get(i)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .ok_or_else(|| bad(format!("column {i} is not text")))
-        };
-        // A number the client's own types cannot hold would be stored here
-        // and break every device that downloads it: refuse it instead.
-        let fits = |table: &str, ranges: &[(i64, i64)], row: &[Value]| -> Outcome<()> {
-            for (i, (lo, hi)) in ranges.iter().enumerate() {
-                if let Some(v) = row.get(i).filter(|v| v.is_number() || v.is_string()) {
-                    match int(Some(v)) {
-                        Some(n) if (*lo..=*hi).contains(&n) => {}
-                        _ => return Err(bad(format!("{table} column {i} out of range: {v}"))),
+    let body = call.json_later().await?;
+    step_with(
+        call,
+        account,
+        body,
+        |request: ChunkOf<IncomingChunk>, conn, s| {
+            let chunk = request.chunk;
+            let usn = s.server_usn;
+            let num = |row: &[Value], i: usize| -> Outcome<i64> {
+                int(row.get(i)).ok_or_else(|| bad(format!("column {i} is not a number")))
+            };
+            let txt = |row: &[Value], i: usize| -> Outcome<String> {
+                row.get(i)
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .ok_or_else(|| bad(format!("column {i} is not text")))
+            };
+            // A number the client's own types cannot hold would be stored here
+            // and break every device that downloads it: refuse it instead.
+            let fits = |table: &str, ranges: &[(i64, i64)], row: &[Value]| -> Outcome<()> {
+                for (i, (lo, hi)) in ranges.iter().enumerate() {
+                    if let Some(v) = row.get(i).filter(|v| v.is_number() || v.is_string()) {
+                        match int(Some(v)) {
+                            Some(n) if (*lo..=*hi).contains(&n) => {}
+                            _ => return Err(bad(format!("{table} column {i} out of range: {v}"))),
+                        }
                     }
                 }
-            }
-            Ok(())
-        };
-        let mut shapes = std::collections::HashMap::new();
-        for r in &chunk.revlog {
-            fits("revlog", &REVLOG_RANGES, r)?;
-            conn.prepare_cached("INSERT OR IGNORE INTO revlog VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")?
+                Ok(())
+            };
+            let mut shapes = std::collections::HashMap::new();
+            for r in &chunk.revlog {
+                fits("revlog", &REVLOG_RANGES, r)?;
+                conn.prepare_cached(
+                    "INSERT OR IGNORE INTO revlog VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )?
                 .execute(params![
                     num(r, 0)?,
                     num(r, 1)?,
@@ -729,70 +803,72 @@ pub async fn apply_chunk(call: &mut Call, account: &Arc<Account>) -> Outcome<Res
                     num(r, 7)?,
                     num(r, 8)?
                 ])?;
-        }
-        for r in &chunk.cards {
-            fits("cards", &CARD_RANGES, r)?;
-            let exists = match server_has(conn, "cards", num(r, 0)?, num(r, 4)?, s.client_usn)? {
-                Held::Newer => continue,
-                Held::Older => true,
-                Held::None => false,
-            };
-            let mut values: Vec<i64> = Vec::with_capacity(17);
-            for i in 0..17 {
-                values.push(if i == 5 { usn as i64 } else { num(r, i)? });
             }
-            let data = txt(r, 17)?;
-            // An UPDATE of one row, or a plain INSERT, needs no statement
-            // journal inside the sync's transaction; INSERT OR REPLACE
-            // journals every page it touches (see `UPDATE_CARD`).
-            let sql = if exists { UPDATE_CARD } else { INSERT_CARD };
-            conn.prepare_cached(sql)?
-                .execute(rusqlite::params_from_iter(
-                    values
-                        .iter()
-                        .map(|v| v as &dyn rusqlite::ToSql)
-                        .chain([&data as &dyn rusqlite::ToSql]),
-                ))?;
-        }
-        for r in &chunk.notes {
-            let id = num(r, 0)?;
-            let exists = match server_has(conn, "notes", id, num(r, 3)?, s.client_usn)? {
-                Held::Newer => continue,
-                Held::Older => true,
-                Held::None => false,
-            };
-            let mid = num(r, 2)?;
-            let (field_count, sort_idx) = match shapes.get(&mid) {
-                Some(shape) => *shape,
-                None => *shapes.entry(mid).or_insert(notetype_shape(conn, mid)?),
-            };
-            let flds: String = txt(r, 6)?
-                .chars()
-                .filter(|c| !c.is_ascii_control() || matches!(c, '\n' | '\t' | '\u{1f}'))
-                .collect();
-            let fields: Vec<&str> = flds.split('\u{1f}').collect();
-            if fields.len() != field_count {
-                return Err(bad(format!(
-                    "note {id} has {} fields, its notetype {field_count}",
-                    fields.len()
-                )));
+            for r in &chunk.cards {
+                fits("cards", &CARD_RANGES, r)?;
+                let exists = match server_has(conn, "cards", num(r, 0)?, num(r, 4)?, s.client_usn)?
+                {
+                    Held::Newer => continue,
+                    Held::Older => true,
+                    Held::None => false,
+                };
+                let mut values: Vec<i64> = Vec::with_capacity(17);
+                for i in 0..17 {
+                    values.push(if i == 5 { usn as i64 } else { num(r, i)? });
+                }
+                let data = txt(r, 17)?;
+                // An UPDATE of one row, or a plain INSERT, needs no statement
+                // journal inside the sync's transaction; INSERT OR REPLACE
+                // journals every page it touches (see `UPDATE_CARD`).
+                let sql = if exists { UPDATE_CARD } else { INSERT_CARD };
+                conn.prepare_cached(sql)?
+                    .execute(rusqlite::params_from_iter(
+                        values
+                            .iter()
+                            .map(|v| v as &dyn rusqlite::ToSql)
+                            .chain([&data as &dyn rusqlite::ToSql]),
+                    ))?;
             }
-            let (sfld, csum) = text::sort_field_and_checksum(&fields, sort_idx);
-            let sql = if exists { UPDATE_NOTE } else { INSERT_NOTE };
-            conn.prepare_cached(sql)?.execute(params![
-                id,
-                txt(r, 1)?,
-                mid,
-                num(r, 3)?,
-                usn,
-                txt(r, 5)?,
-                flds,
-                sfld,
-                csum
-            ])?;
-        }
-        Ok(())
-    })
+            for r in &chunk.notes {
+                let id = num(r, 0)?;
+                let exists = match server_has(conn, "notes", id, num(r, 3)?, s.client_usn)? {
+                    Held::Newer => continue,
+                    Held::Older => true,
+                    Held::None => false,
+                };
+                let mid = num(r, 2)?;
+                let (field_count, sort_idx) = match shapes.get(&mid) {
+                    Some(shape) => *shape,
+                    None => *shapes.entry(mid).or_insert(notetype_shape(conn, mid)?),
+                };
+                let flds: String = txt(r, 6)?
+                    .chars()
+                    .filter(|c| !c.is_ascii_control() || matches!(c, '\n' | '\t' | '\u{1f}'))
+                    .collect();
+                let fields: Vec<&str> = flds.split('\u{1f}').collect();
+                if fields.len() != field_count {
+                    return Err(bad(format!(
+                        "note {id} has {} fields, its notetype {field_count}",
+                        fields.len()
+                    )));
+                }
+                let (sfld, csum) = text::sort_field_and_checksum(&fields, sort_idx);
+                let sql = if exists { UPDATE_NOTE } else { INSERT_NOTE };
+                conn.prepare_cached(sql)?.execute(params![
+                    id,
+                    txt(r, 1)?,
+                    mid,
+                    num(r, 3)?,
+                    usn,
+                    txt(r, 5)?,
+                    flds,
+                    sfld,
+                    csum
+                ])?;
+            }
+            Ok(Json::of(&()))
+        },
+    )
     .await
 }
 
@@ -905,13 +981,14 @@ struct SanityReply {
 }
 
 pub async fn sanity_check(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
-    let request: SanityRequest = call.json().await?;
+    let body = call.json_later::<SanityRequest>().await?;
     let key = session_key(call)?;
     let zstd = call.zstd();
     let idle = call.service.config.sync_idle;
     let mut state = account.lock().await;
     let dir = account.dir.clone();
     blocking(move || {
+        let request = body.parse()?;
         state.expire_session(idle);
         if !state.session.as_ref().is_some_and(|s| s.key == key) {
             return Err(Failure::conflict("no sync in progress for this device"));
@@ -993,4 +1070,42 @@ pub async fn abort(call: &mut Call, account: &Arc<Account>) -> Outcome<Response>
         framing::reply_json(&Value::Null, zstd)
     })
     .await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_written_as_serde_json_would_write_their_values() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE cards (id INTEGER PRIMARY KEY, a, b, c, d);
+             INSERT INTO cards VALUES (1, 42, 1.5, 'quote \" and \\ and \u{1} and é', NULL);
+             INSERT INTO cards VALUES (2, -9223372036854775808, 1e300, '', x'00ff');
+             INSERT INTO cards VALUES (3, 0, -0.25, CAST(x'ff61' AS TEXT), 7);
+             CREATE TABLE notes (id INTEGER PRIMARY KEY, guid, mid, mod, usn, tags, flds);
+             INSERT INTO notes VALUES (5, 'g\"uid', 1, 2, -1, ' tag ', 'front\u{1f}back');",
+        )
+        .unwrap();
+        let mut out = b"{\"done\":true".to_vec();
+        // Id 9 is gone: it is left out.
+        write_rows(&conn, &mut out, "cards", &[3, 9, 1, 2]).unwrap();
+        write_notes(&conn, &mut out, &[5]).unwrap();
+        write_rows(&conn, &mut out, "cards", &[]).unwrap();
+        out.push(b'}');
+        let expected = json!({
+            "done": true,
+            "cards": [
+                [3, 0, -0.25, "\u{fffd}a", 7],
+                [1, 42, 1.5, "quote \" and \\ and \u{1} and é", null],
+                [2, i64::MIN, 1e300, "", null],
+            ],
+            "notes": [[5, "g\"uid", 1, 2, -1, " tag ", "front\u{1f}back", "", "", 0, ""]],
+        });
+        let written: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(written, expected);
+        // Keys in the order the client's own chunks have them.
+        assert!(out.starts_with(b"{\"done\":true,\"cards\":[[3,0,-0.25,"));
+    }
 }
