@@ -1,0 +1,319 @@
+//! `applyChanges`: notetypes, decks, presets, tags and config both ways.
+
+use std::sync::Arc;
+
+use http_types::Response;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{bad, decode, step_with, Session};
+use crate::account::Account;
+use crate::clock;
+use crate::collection::schema11::{self, blob};
+use crate::error::Outcome;
+use crate::framing::Json;
+use crate::sync::Call;
+
+#[derive(Deserialize)]
+struct ChangesRequest {
+    changes: Changes,
+}
+
+#[derive(Deserialize, Serialize, Default)]
+struct Changes {
+    #[serde(default)]
+    models: Vec<Value>,
+    #[serde(default = "empty_decks")]
+    decks: (Vec<Value>, Vec<Value>),
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    conf: Option<serde_json::Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    crt: Option<i64>,
+}
+
+fn empty_decks() -> (Vec<Value>, Vec<Value>) {
+    (Vec::new(), Vec::new())
+}
+
+pub async fn apply_changes(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
+    let body = call.json_later().await?;
+    step_with(call, account, body, |request: ChangesRequest, conn, s| {
+        // Ours first: collected after the client's were merged, they would be
+        // echoed back to it.
+        let ours = server_changes(conn, s)?;
+        merge_changes(conn, s, request.changes)?;
+        Ok(Json::of(&ours))
+    })
+    .await
+}
+
+fn server_changes(conn: &Connection, s: &Session) -> Outcome<Changes> {
+    let mut changes = Changes::default();
+    let ids: Vec<(i64, i32)> = conn
+        .prepare("SELECT id, usn FROM notetypes WHERE usn >= ?")?
+        .query_map([s.client_usn], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (id, usn) in ids {
+        changes
+            .models
+            .push(schema11::notetype_to_json(&load_notetype(conn, id)?, usn));
+    }
+    let mut stmt =
+        conn.prepare("SELECT id, name, mtime_secs, usn, common, kind FROM decks WHERE usn >= ?")?;
+    let mut rows = stmt.query([s.client_usn])?;
+    while let Some(r) = rows.next()? {
+        let row = schema11::DeckRow {
+            id: r.get(0)?,
+            human_name: schema11::human_deck_name(&r.get::<_, String>(1)?),
+            mtime: r.get(2)?,
+            common: decode(&r.get::<_, Vec<u8>>(4)?)?,
+            kind: decode(&r.get::<_, Vec<u8>>(5)?)?,
+        };
+        changes
+            .decks
+            .0
+            .push(schema11::deck_to_json(&row, r.get(3)?));
+    }
+    let mut stmt =
+        conn.prepare("SELECT id, name, mtime_secs, usn, config FROM deck_config WHERE usn >= ?")?;
+    let mut rows = stmt.query([s.client_usn])?;
+    while let Some(r) = rows.next()? {
+        let row = schema11::DeckConfigRow {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            mtime: r.get(2)?,
+            config: decode(&r.get::<_, Vec<u8>>(4)?)?,
+        };
+        changes
+            .decks
+            .1
+            .push(schema11::deck_config_to_json(&row, r.get(3)?));
+    }
+    changes.tags = conn
+        .prepare("SELECT tag FROM tags WHERE usn >= ?")?
+        .query_map([s.client_usn], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if !s.client_is_newer {
+        let mut conf = serde_json::Map::new();
+        let mut stmt = conn.prepare("SELECT key, val FROM config")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let val: Vec<u8> = r.get(1)?;
+            conf.insert(
+                r.get(0)?,
+                serde_json::from_slice(&val).unwrap_or(Value::Null),
+            );
+        }
+        changes.conf = Some(conf);
+        changes.crt = Some(conn.query_row("SELECT crt FROM col", [], |r| r.get(0))?);
+    }
+    Ok(changes)
+}
+
+fn load_notetype(conn: &Connection, id: i64) -> Outcome<schema11::NotetypeRow> {
+    let (name, mtime, config): (String, i64, Vec<u8>) = conn.query_row(
+        "SELECT name, mtime_secs, config FROM notetypes WHERE id = ?",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let fields = conn
+        .prepare("SELECT name, config FROM fields WHERE ntid = ? ORDER BY ord")?
+        .query_map([id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .map(|(n, c)| Ok((n, decode(&c)?)))
+        .collect::<Outcome<_>>()?;
+    let templates = conn
+        .prepare("SELECT name, config FROM templates WHERE ntid = ? ORDER BY ord")?
+        .query_map([id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .map(|(n, c)| Ok((n, decode(&c)?)))
+        .collect::<Outcome<_>>()?;
+    Ok(schema11::NotetypeRow {
+        id,
+        name,
+        mtime,
+        config: decode(&config)?,
+        fields,
+        templates,
+    })
+}
+
+/// Appends `+` while another row of `table` (another id) has the name,
+/// compared as the `unicase` collation does. Returns whether it changed.
+fn make_unique(conn: &Connection, table: &str, id: i64, name: &mut String) -> Outcome<bool> {
+    let mut changed = false;
+    let sql = format!("SELECT 1 FROM {table} WHERE name = ? AND id != ?");
+    while conn
+        .query_row(&sql, params![name.as_str(), id], |_| Ok(()))
+        .optional()?
+        .is_some()
+    {
+        name.push('+');
+        changed = true;
+    }
+    Ok(changed)
+}
+
+/// The stored modification time of a notetype, deck or preset, if it exists.
+/// These are replaced unless the stored one is strictly newer.
+fn stored_mtime(conn: &Connection, table: &str, id: i64) -> Outcome<Option<i64>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT mtime_secs FROM {table} WHERE id = ?"),
+            [id],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+fn merge_changes(conn: &Connection, s: &Session, changes: Changes) -> Outcome<()> {
+    let usn = s.server_usn;
+    let now = clock::now_secs();
+    for json in &changes.models {
+        let mut nt = schema11::notetype_from_json(json).map_err(bad)?;
+        let existing = stored_mtime(conn, "notetypes", nt.id)?;
+        if existing.is_some_and(|mtime| mtime > nt.mtime) {
+            continue;
+        }
+        if existing.is_some() {
+            let count = |table: &str| -> rusqlite::Result<usize> {
+                conn.query_row(
+                    &format!("SELECT count(*) FROM {table} WHERE ntid = ?"),
+                    [nt.id],
+                    |r| r.get(0),
+                )
+            };
+            if count("fields")? != nt.fields.len() || count("templates")? != nt.templates.len() {
+                return Err(bad(format!(
+                    "notetype {} changed its fields or templates without a full sync",
+                    nt.id
+                )));
+            }
+        }
+        if make_unique(conn, "notetypes", nt.id, &mut nt.name)? {
+            nt.mtime = now;
+        }
+        conn.execute(
+            "INSERT OR REPLACE INTO notetypes (id, name, mtime_secs, usn, config) VALUES (?, ?, ?, ?, ?)",
+            params![nt.id, nt.name, nt.mtime, usn, blob(&nt.config)],
+        )?;
+        conn.execute("DELETE FROM fields WHERE ntid = ?", [nt.id])?;
+        conn.execute("DELETE FROM templates WHERE ntid = ?", [nt.id])?;
+        for (ord, (name, config)) in nt.fields.iter().enumerate() {
+            conn.execute(
+                "INSERT INTO fields (ntid, ord, name, config) VALUES (?, ?, ?, ?)",
+                params![nt.id, ord, name, blob(config)],
+            )?;
+        }
+        for (ord, (name, config)) in nt.templates.iter().enumerate() {
+            conn.execute(
+                "INSERT INTO templates (ntid, ord, name, mtime_secs, usn, config) VALUES (?, ?, ?, 0, 0, ?)",
+                params![nt.id, ord, name, blob(config)],
+            )?;
+        }
+    }
+    for json in &changes.decks.0 {
+        let deck = schema11::deck_from_json(json).map_err(bad)?;
+        if stored_mtime(conn, "decks", deck.id)?.is_some_and(|mtime| mtime > deck.mtime) {
+            continue;
+        }
+        let mut name = schema11::native_deck_name(&deck.human_name);
+        let mut mtime = deck.mtime;
+        if make_unique(conn, "decks", deck.id, &mut name)? {
+            mtime = now;
+        }
+        conn.execute(
+            "INSERT OR REPLACE INTO decks (id, name, mtime_secs, usn, common, kind) VALUES (?, ?, ?, ?, ?, ?)",
+            params![deck.id, name, mtime, usn, blob(&deck.common), blob(&deck.kind)],
+        )?;
+    }
+    for json in &changes.decks.1 {
+        let dc = schema11::deck_config_from_json(json).map_err(bad)?;
+        if stored_mtime(conn, "deck_config", dc.id)?.is_some_and(|mtime| mtime > dc.mtime) {
+            continue;
+        }
+        conn.execute(
+            "INSERT OR REPLACE INTO deck_config (id, name, mtime_secs, usn, config) VALUES (?, ?, ?, ?, ?)",
+            params![dc.id, dc.name, dc.mtime, usn, blob(&dc.config)],
+        )?;
+    }
+    for tag in &changes.tags {
+        let tag = normalize_tag(tag);
+        let exists = conn
+            .query_row("SELECT 1 FROM tags WHERE tag = ?", [&tag], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if !exists {
+            let tag = adopt_parent_case(conn, &tag)?;
+            conn.execute(
+                "INSERT INTO tags (tag, usn, collapsed, config) VALUES (?, ?, 1, NULL)",
+                params![tag, usn],
+            )?;
+        }
+    }
+    if let Some(crt) = changes.crt {
+        conn.execute("UPDATE col SET crt = ?", [crt])?;
+    }
+    if let Some(conf) = changes.conf {
+        // The newer side's config replaces the other's entirely.
+        conn.execute("DELETE FROM config", [])?;
+        for (key, value) in conf {
+            conn.execute(
+                "INSERT INTO config (KEY, usn, mtime_secs, val) VALUES (?, ?, ?, ?)",
+                params![
+                    key,
+                    usn,
+                    now,
+                    serde_json::to_vec(&value).expect("JSON values serialise")
+                ],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// NFC; per `::` component no ASCII control characters or spaces, and an
+/// empty component becomes "blank".
+fn normalize_tag(tag: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    tag.split("::")
+        .map(|part| {
+            let part: String = part
+                .nfc()
+                .filter(|c| !c.is_ascii_control() && *c != ' ' && *c != '\u{3000}')
+                .collect();
+            if part.is_empty() {
+                "blank".to_owned()
+            } else {
+                part
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("::")
+}
+
+/// A new tag under an existing parent takes the parent's spelling.
+fn adopt_parent_case(conn: &Connection, tag: &str) -> Outcome<String> {
+    let parts: Vec<&str> = tag.split("::").collect();
+    for n in (1..parts.len()).rev() {
+        let parent = parts[..n].join("::");
+        let stored: Option<String> = conn
+            .query_row("SELECT tag FROM tags WHERE tag = ?", [&parent], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(stored) = stored {
+            return Ok(format!("{stored}::{}", parts[n..].join("::")));
+        }
+    }
+    Ok(tag.to_owned())
+}

@@ -1,0 +1,180 @@
+//! Normal (incremental) sync: `start` ... `finish`, one SQLite transaction
+//! spread over many requests, held on the user's own connection.
+//!
+//! A second device of the same user that calls `start` takes over: the first
+//! sync is rolled back and its next request gets 409 ("another device is
+//! syncing"), as with the official server. Unlike it, a `meta` from another
+//! device (a phone's background check) does not kill a running sync; it is
+//! answered from the last committed state. A sync left idle for
+//! `LEITNER_SYNC_IDLE_SECS` (default 120) is rolled back when the user's next
+//! request arrives.
+
+mod changes;
+mod chunks;
+mod finish;
+mod graves;
+mod sanity;
+mod start;
+
+pub use changes::apply_changes;
+pub use chunks::{apply_chunk, chunk};
+pub use finish::{abort, finish};
+pub use graves::apply_graves_step;
+pub use sanity::sanity_check;
+pub use start::start;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_types::Response;
+use rusqlite::Connection;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::{blocking, Call, Later};
+use crate::account::{Account, AccountState};
+use crate::error::{Failure, Outcome};
+use crate::framing::{self, Json};
+pub struct Session {
+    /// The client's session key (`s` of `start`).
+    pub key: String,
+    /// `col.usn` at `start`: stamped on everything this sync writes.
+    pub server_usn: i32,
+    /// The client's `minUsn`: rows with `usn >= client_usn` are news to it.
+    pub client_usn: i32,
+    pub client_is_newer: bool,
+    /// Ids still to send in `chunk` replies, taken at the first `chunk`.
+    pending: Option<Pending>,
+    touched: Instant,
+}
+
+struct Pending {
+    revlog: Vec<i64>,
+    cards: Vec<i64>,
+    notes: Vec<i64>,
+}
+
+impl AccountState {
+    /// Rolls back a sync nobody has touched for `idle`.
+    pub fn expire_session(&mut self, idle: Duration) {
+        if self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.touched.elapsed() > idle)
+        {
+            log::warn!("rolling back an abandoned sync");
+            self.abort_session();
+        }
+    }
+
+    pub fn has_session(&self) -> bool {
+        self.session.is_some()
+    }
+
+    /// Whether a normal sync is under way: started, and touched within
+    /// `idle` (an older one is abandoned and will be rolled back).
+    pub fn syncing(&self, idle: Duration) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|s| s.touched.elapsed() <= idle)
+    }
+}
+
+fn session_key(call: &Call) -> Outcome<String> {
+    if call.header.session.is_empty() {
+        return Err(Failure::bad_request("missing session key"));
+    }
+    Ok(call.header.session.clone())
+}
+
+/// Runs one step of the sync in progress on the blocking pool. No sync, or
+/// another device's: 409. A step that fails rolls the whole sync back.
+async fn step(
+    call: &Call,
+    account: &Arc<Account>,
+    work: impl FnOnce(&Connection, &mut Session) -> Outcome<Json> + Send + 'static,
+) -> Outcome<Response> {
+    step_then(call, account, || Ok(()), |(), conn, s| work(conn, s)).await
+}
+
+/// [`step`] for a request with a JSON body, parsed in the same hop (a bad
+/// body is refused before the sync is touched).
+async fn step_with<T: DeserializeOwned + 'static>(
+    call: &Call,
+    account: &Arc<Account>,
+    body: Later<T>,
+    work: impl FnOnce(T, &Connection, &mut Session) -> Outcome<Json> + Send + 'static,
+) -> Outcome<Response> {
+    step_then(call, account, move || body.parse(), work).await
+}
+
+async fn step_then<T>(
+    call: &Call,
+    account: &Arc<Account>,
+    request: impl FnOnce() -> Outcome<T> + Send + 'static,
+    work: impl FnOnce(T, &Connection, &mut Session) -> Outcome<Json> + Send + 'static,
+) -> Outcome<Response> {
+    let key = session_key(call)?;
+    let zstd = call.zstd();
+    let idle = call.service.config.sync_idle;
+    let mut state = account.lock().await;
+    let dir = account.dir.clone();
+    blocking(move || {
+        let request = request()?;
+        state.expire_session(idle);
+        match &state.session {
+            Some(s) if s.key == key => {}
+            _ => return Err(Failure::conflict("no sync in progress for this device")),
+        }
+        let mut session = state.session.take().expect("checked above");
+        let conn = state.collection(&dir)?;
+        // A panic (a bug) in a step rolls the sync back like any failure, so
+        // the user can start a new one at once.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let value = work(request, conn, &mut session)?;
+            test_hook_panic();
+            Ok(value)
+        }))
+        .unwrap_or_else(|_| {
+            Err(Failure::internal(
+                "a sync step panicked; the sync was rolled back",
+            ))
+        });
+        match outcome {
+            Ok(value) => {
+                session.touched = Instant::now();
+                state.session = Some(session);
+                Ok(framing::reply(&value.0, zstd))
+            }
+            Err(failure) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(failure)
+            }
+        }
+    })
+    .await
+}
+
+/// Test-only: with `LEITNER_TEST_PANIC_FILE` set (debug builds), a step
+/// panics once after its work when that file exists, removing it.
+fn test_hook_panic() {
+    #[cfg(debug_assertions)]
+    if let Some(path) = std::env::var_os("LEITNER_TEST_PANIC_FILE") {
+        if std::fs::remove_file(path).is_ok() {
+            panic!("test hook: a sync step panics");
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ChunkOf<T> {
+    chunk: T,
+}
+
+fn decode<M: prost::Message + Default>(bytes: &[u8]) -> Outcome<M> {
+    M::decode(bytes).map_err(|e| Failure::internal(format!("stored protobuf: {e}")))
+}
+
+fn bad(e: String) -> Failure {
+    Failure::bad_request(e)
+}
