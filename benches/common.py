@@ -23,6 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 LEITNER = Path(os.environ.get("BENCH_LEITNER", ROOT / "target" / "release" / "leitner"))
 # On disk, not tmpfs: the disk counters (/proc/PID/io) only see real writes.
 CACHE = ROOT / "target" / "bench"
+# The clients' collections and media folders, apart from the servers' disk:
+# a server that flushes its file system (leitner's media batches do) would
+# otherwise also flush, and be charged for, files the client just wrote.
+CLIENTS = Path(os.environ.get("BENCH_CLIENTS", "/dev/shm"))
 NOTES = int(os.environ.get("BENCH_NOTES", "30000"))
 ANCHOR = Path(os.environ.get(
     "BENCH_ANCHOR", ROOT.parent / "shared" / "anchors" / "anki-sync-server-26.08.1-x86_64.zst"))

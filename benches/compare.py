@@ -6,7 +6,9 @@ after the workload and a minute later, and what each wrote to disk (per
 full upload, per 100-review normal sync, per media batch, and while idle).
 
 Every round starts both servers afresh and runs them in turns (the order
-alternating), so a slow moment of the machine is shared. Prints medians
+alternating), so a slow moment of the machine is shared. The servers' data
+is on disk (target/bench), the clients' in /dev/shm (BENCH_CLIENTS), so
+each server's disk counters see only what it writes. Prints medians
 with their range and the ratio leitner / official; asserts nothing.
 
     benches/run                          # everything (benches/run builds first)
@@ -41,14 +43,15 @@ def settled_writes(server: common.Proc, before: int) -> int:
     return server.written() - before
 
 
-def one_round(argv: list[str], source: Path, work: Path, n: int, settle: bool) -> dict[str, float]:
+def one_round(argv: list[str], source: Path, work: Path, clients: Path, n: int,
+              settle: bool) -> dict[str, float]:
     got: dict[str, float] = {}
     server = common.Proc(argv, work / "server")
     try:
         time.sleep(0.3)
         got["rss_start"] = server.rss_kib() / 1024
-        a_dir, b_dir = work / "a", work / "b"
-        a_dir.mkdir()
+        a_dir, b_dir = clients / "a", clients / "b"
+        a_dir.mkdir(parents=True)
         b_dir.mkdir()
         shutil.copy(source, a_dir / "collection.anki2")
         a = Collection(str(a_dir / "collection.anki2"))
@@ -95,16 +98,17 @@ def one_round(argv: list[str], source: Path, work: Path, n: int, settle: bool) -
     return got
 
 
-def idle_writes(contenders: list[tuple[str, list[str]]], source: Path, work: Path) -> dict[str, float]:
+def idle_writes(contenders: list[tuple[str, list[str]]], source: Path, work: Path,
+                clients: Path) -> dict[str, float]:
     """Bytes each server writes in IDLE_SECS with nothing to do, after one
     small sync, all servers idling at the same time."""
     procs, before = {}, {}
     try:
         for name, argv in contenders:
             procs[name] = server = common.Proc(argv, work / name / "server")
-            (work / name / "a").mkdir(parents=True)
-            shutil.copy(source, work / name / "a" / "collection.anki2")
-            col = Collection(str(work / name / "a" / "collection.anki2"))
+            (clients / name / "a").mkdir(parents=True)
+            shutil.copy(source, clients / name / "a" / "collection.anki2")
+            col = Collection(str(clients / name / "a" / "collection.anki2"))
             auth = common.login(col, server.endpoint)
             common.full_sync(col, auth, upload=True)
             common.make_changes(col, 0, 10, 0)
@@ -129,19 +133,24 @@ def main() -> None:
     source = common.template()
     samples: dict[str, dict[str, list[float]]] = {}
     common.CACHE.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=common.CACHE) as tmp:
-        work = Path(tmp)
+    with (tempfile.TemporaryDirectory(dir=common.CACHE) as tmp,
+          tempfile.TemporaryDirectory(dir=common.CLIENTS) as client_tmp):
+        work, clients = Path(tmp), Path(client_tmp)
         for n in range(ROUNDS):
             order = contenders if n % 2 == 0 else list(reversed(contenders))
             for name, argv in order:
                 folder = work / f"{name}-{n}"
-                got = one_round(argv, source, folder, n, settle=n == 0 and SETTLE_SECS > 0)
+                client_folder = clients / f"{name}-{n}"
+                got = one_round(argv, source, folder, client_folder, n,
+                                settle=n == 0 and SETTLE_SECS > 0)
                 shutil.rmtree(folder)
+                shutil.rmtree(client_folder)
                 for key, value in got.items():
                     samples.setdefault(key, {}).setdefault(name, []).append(value)
                 print(f"round {n + 1}/{ROUNDS} {name}: push {got['push']:.3f} s, media up "
                       f"{got['media_up']:.3f} s", flush=True)
-        idle = idle_writes(contenders, source, work / "idle") if IDLE_SECS > 0 else {}
+        idle = (idle_writes(contenders, source, work / "idle", clients / "idle")
+                if IDLE_SECS > 0 else {})
 
     size = source.stat().st_size / 2**20
     times = common.Table(f"Sync times, {common.NOTES}-note collection ({size:.1f} MiB), "
