@@ -42,16 +42,32 @@ pub async fn sanity_check(call: &mut Call, account: &Arc<Account>) -> Outcome<Re
         let count = |table: &str| -> rusqlite::Result<i64> {
             conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
         };
+        // `BETWEEN -1 AND -1`, not `= -1`: the client's ANALYZE, run when
+        // every card had the same usn, tells SQLite that an equality on usn
+        // matches every row, and it then scans the whole index (1.3 ms on
+        // 30,000 cards; 5 us this way).
         let pending: i64 = conn.query_row(
-            "SELECT (SELECT count(*) FROM cards WHERE usn = -1) + (SELECT count(*) FROM notes WHERE usn = -1)
-              + (SELECT count(*) FROM revlog WHERE usn = -1) + (SELECT count(*) FROM graves WHERE usn = -1)
-              + (SELECT count(*) FROM decks WHERE usn = -1) + (SELECT count(*) FROM deck_config WHERE usn = -1)
-              + (SELECT count(*) FROM tags WHERE usn = -1) + (SELECT count(*) FROM notetypes WHERE usn = -1)",
+            "SELECT (SELECT count(*) FROM cards WHERE usn BETWEEN -1 AND -1)
+              + (SELECT count(*) FROM notes WHERE usn BETWEEN -1 AND -1)
+              + (SELECT count(*) FROM revlog WHERE usn BETWEEN -1 AND -1)
+              + (SELECT count(*) FROM graves WHERE usn BETWEEN -1 AND -1)
+              + (SELECT count(*) FROM decks WHERE usn BETWEEN -1 AND -1)
+              + (SELECT count(*) FROM deck_config WHERE usn BETWEEN -1 AND -1)
+              + (SELECT count(*) FROM tags WHERE usn BETWEEN -1 AND -1)
+              + (SELECT count(*) FROM notetypes WHERE usn BETWEEN -1 AND -1)",
             [],
             |r| r.get(0),
         )?;
-        let server = json!([[0, 0, 0], count("cards")?, count("notes")?, count("revlog")?, 0,
-                            count("notetypes")?, count("decks")?, count("deck_config")?]);
+        let server = json!([
+            [0, 0, 0],
+            count("cards")?,
+            count("notes")?,
+            count("revlog")?,
+            0,
+            count("notetypes")?,
+            count("decks")?,
+            count("deck_config")?
+        ]);
         let mut client = Value::Array(request.client);
         if let Some(c) = client.as_array_mut() {
             if !c.is_empty() {
@@ -61,7 +77,8 @@ pub async fn sanity_check(call: &mut Call, account: &Arc<Account>) -> Outcome<Re
                 c[4] = json!(0);
             }
         }
-        let same = pending == 0 && client.as_array().map(|c| c.len()) == Some(8)
+        let same = pending == 0
+            && client.as_array().map(|c| c.len()) == Some(8)
             && (1..8).all(|i| int(client.get(i)) == int(server.get(i)));
         if !same {
             // The client now rolls back and asks for a full sync; so do we.
