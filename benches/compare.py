@@ -59,6 +59,10 @@ def one_round(argv: list[str], source: Path, work: Path, clients: Path, n: int,
         auth = common.login(a, server.endpoint)
 
         def step(key: str, run, written: bool = False) -> None:
+            # What earlier steps (of either server) left unwritten goes to
+            # disk now, so no step pays for another's: leitner's media
+            # batches flush the whole file system.
+            os.sync()
             server.reset_peak()
             before = server.written()
             got[key] = run()
