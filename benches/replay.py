@@ -33,7 +33,7 @@ from anki.sync_pb2 import SyncAuth
 import common
 
 USERS = 8
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 
 
 def host_key(user: str) -> str:
