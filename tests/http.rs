@@ -600,3 +600,67 @@ fn a_chunked_body_whose_end_arrives_in_pieces_is_read() {
         }
     }
 }
+
+/// A legacy client's form: `data` first (gzip when `c` is 1), then the
+/// fields, as Anki 2.1.54 sends it.
+fn legacy_form(addr: SocketAddr, path: &str, json: &str, fields: &[(&str, &str)]) -> Reply {
+    use std::io::Write as _;
+    let boundary = "7a02a22b46df6406-9064f7e11f2505e9";
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(json.as_bytes()).unwrap();
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"data\"; filename=\"data\"\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&gz.finish().unwrap());
+    body.extend_from_slice(b"\r\n");
+    for (name, value) in [("c", "1")].iter().chain(fields) {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                .as_bytes(),
+        );
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    request(
+        addr,
+        "POST",
+        path,
+        &[(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )],
+        &body,
+    )
+}
+
+#[test]
+fn legacy_forms_log_in_and_get_plain_replies() {
+    let s = start(&[]);
+    let login = legacy_form(
+        s.addr,
+        "/sync/hostKey",
+        r#"{"u":"alice","p":"secret"}"#,
+        &[],
+    );
+    assert_eq!(login.status, 200);
+    assert_eq!(login.header("anki-original-size"), None);
+    let key: serde_json::Value = serde_json::from_slice(&login.body).unwrap();
+    assert_eq!(key["key"], ALICE);
+
+    let meta = legacy_form(
+        s.addr,
+        "/sync/meta",
+        r#"{"v":10,"cv":"ankidroid,2.15.6,android"}"#,
+        &[("k", ALICE), ("s", "abcd")],
+    );
+    assert_eq!(meta.status, 200);
+    let meta: serde_json::Value = serde_json::from_slice(&meta.body).unwrap();
+    assert_eq!(meta["cont"], true);
+    assert_eq!(meta["empty"], true);
+
+    let wrong = legacy_form(s.addr, "/sync/meta", r#"{"v":10}"#, &[("k", "nobody")]);
+    assert_eq!(wrong.status, 403);
+    // Until schema-11 full syncs exist, a clear refusal ("please update").
+    let upload = legacy_form(s.addr, "/sync/upload", "", &[("k", ALICE)]);
+    assert_eq!(upload.status, 501);
+}

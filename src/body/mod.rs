@@ -266,6 +266,41 @@ impl Incoming {
         Ok((batch, false))
     }
 
+    /// Reads a legacy client's whole form (see `framing::multipart`): its
+    /// fields, and its `data` part as it came (gzip or not), both in memory
+    /// charged to the budget; at most `limit` bytes of body.
+    pub async fn read_form(
+        &mut self,
+        content_type: &str,
+        limit: u64,
+    ) -> Result<(crate::framing::multipart::Fields, Vec<u8>), BodyError> {
+        let mut form = crate::framing::multipart::Form::new(content_type)
+            .map_err(|e| BodyError::Malformed(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+        let mut data = Charged {
+            data: Vec::new(),
+            charge: self.budget.charge(),
+        };
+        let mut charge = self.budget.charge();
+        let mut raw_total = 0u64;
+        loop {
+            let (batch, end) = self.read_batch(limit, &mut raw_total, &mut charge).await?;
+            form.feed(&batch, &mut data).map_err(|e| {
+                if e.get_ref().is_some_and(|inner| inner.is::<BodyError>()) {
+                    BodyError::Busy
+                } else {
+                    BodyError::Malformed(e)
+                }
+            })?;
+            if end {
+                break;
+            }
+        }
+        let fields = form
+            .finish()
+            .map_err(|e| BodyError::Malformed(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+        Ok((fields, data.data))
+    }
+
     /// Reads the whole body, leaving a small one (one batch, most requests)
     /// undecoded: its decoding can then share the blocking-pool hop of the
     /// work it is for. A larger one is decoded as it comes.

@@ -183,6 +183,45 @@ impl<T: DeserializeOwned> Later<T> {
     }
 }
 
+/// The `content-type` of a legacy client's request: a multipart form and no
+/// `anki-sync` header.
+fn legacy_form(req: &Request) -> Option<String> {
+    if req.header(framing::SYNC_HEADER).is_some() {
+        return None;
+    }
+    let content_type = req.header("content-type")?.as_str();
+    content_type
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+        .then(|| content_type.to_owned())
+}
+
+/// A legacy payload's gzip undone, its memory charged as it grows,
+/// refusing more than `limit` bytes out. Blocking.
+fn gunzip(data: &[u8], limit: u64, charge: &mut crate::body::Charge) -> Outcome<Vec<u8>> {
+    use std::io::Read;
+    let mut decoder = flate2::read::GzDecoder::new(data);
+    let mut out = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = decoder
+            .read(&mut chunk)
+            .map_err(|e| Failure::bad_request(format!("bad gzip payload: {e}")))?;
+        if n == 0 {
+            return Ok(out);
+        }
+        if (out.len() + n) as u64 > limit {
+            return Err(Failure::new(
+                http_types::StatusCode::PayloadTooLarge,
+                "payload too large",
+            ));
+        }
+        out.reserve(n);
+        charge.hold(out.capacity() as u64)?;
+        out.extend_from_slice(&chunk[..n]);
+    }
+}
+
 /// Answers one request. Never fails: every problem becomes a status code.
 pub async fn handle(service: Arc<Service>, mut req: Request, peer: Option<IpAddr>) -> Response {
     let activity = service.activity.begin();
@@ -234,6 +273,9 @@ async fn dispatch(
 
     // Pre-v11 desktop releases start media sync with `GET ?k=<host key>&v=..`.
     let mut query_version = None;
+    let mut legacy_payload = None;
+    // Holds a legacy payload's memory until the request is answered.
+    let mut legacy_charge = None;
     let header = if endpoint == Endpoint::Media(MediaMethod::Begin) && req.method() == Method::Get {
         let mut host_key = String::new();
         let mut version = String::new();
@@ -246,15 +288,55 @@ async fn dispatch(
         }
         query_version = Some(version.clone());
         SyncHeader::legacy(host_key, version)
+    } else if let Some(content_type) = legacy_form(req) {
+        // Sync versions 8 to 10: the header's fields come in the form, after
+        // the payload, so the whole form is read first.
+        if matches!(
+            endpoint,
+            Endpoint::Sync(SyncMethod::Upload | SyncMethod::Download)
+        ) {
+            return Err(Failure::too_old(
+                "full syncs with this Anki version are not supported yet: please update Anki",
+            ));
+        }
+        let limit = endpoint.body_limit(service.collection_limit());
+        let mut form = Incoming::new(
+            req.take_body(),
+            line.received.clone(),
+            service.budget.clone(),
+        );
+        let (fields, data) = form.read_form(&content_type, limit).await?;
+        let payload = match (fields.data, fields.get("c")) {
+            // AnkiDroid leaves `data` out of a request without arguments.
+            (false, _) => b"{}".to_vec(),
+            (true, Some("0")) => data,
+            (true, _) => {
+                let mut charge = service.budget.charge();
+                let (payload, charge) = blocking(move || {
+                    let payload = gunzip(&data, limit.saturating_mul(3), &mut charge)?;
+                    Ok::<_, Failure>((payload, charge))
+                })
+                .await?;
+                legacy_charge = Some(charge);
+                payload
+            }
+        };
+        legacy_payload = Some(payload);
+        SyncHeader::from_form(&fields)
     } else {
         SyncHeader::parse(req.header(framing::SYNC_HEADER).map(|v| v.as_str()))?
+    };
+    let _legacy_charge = legacy_charge;
+    let body = match legacy_payload {
+        Some(payload) => http_types::Body::from_bytes(payload),
+        None => req.take_body(),
     };
     let mut call = Call {
         service: service.clone(),
         header,
         peer,
         body: Some(Incoming::new(
-            req.take_body(),
+            body,
             line.received.clone(),
             service.budget.clone(),
         )),

@@ -1,6 +1,8 @@
 //! Protocol v11 framing: the `anki-sync` request header, zstd bodies both ways,
 //! `anki-original-size` on every 200. Nothing here knows what a body means.
 
+pub mod multipart;
+
 use std::io::{self, Read};
 
 use http_types::{Body, Response, StatusCode};
@@ -32,7 +34,7 @@ pub struct SyncHeader {
 impl SyncHeader {
     pub fn parse(value: Option<&str>) -> Result<SyncHeader, Failure> {
         let value = value.ok_or_else(|| {
-            Failure::bad_request("missing anki-sync header (legacy clients are not supported yet)")
+            Failure::bad_request("missing anki-sync header (and not a legacy multipart form)")
         })?;
         let header: SyncHeader = serde_json::from_str(value)
             .map_err(|e| Failure::bad_request(format!("bad anki-sync header: {e}")))?;
@@ -43,6 +45,20 @@ impl SyncHeader {
             )));
         }
         Ok(header)
+    }
+
+    /// A legacy client's form fields: `k` (or `sk`, media requests after
+    /// `begin`) the host key, `s` the session, `v` the client. Legacy forms
+    /// do not say their version; they are all answered as version 10.
+    pub fn from_form(fields: &multipart::Fields) -> SyncHeader {
+        let field = |name| fields.get(name).unwrap_or_default().to_owned();
+        let host_key = fields.get("k").or(fields.get("sk")).unwrap_or_default();
+        SyncHeader {
+            version: 10,
+            host_key: host_key.to_owned(),
+            client: field("v"),
+            session: field("s"),
+        }
     }
 
     /// A pre-v11 request that names its user in the query string: plain bodies.
@@ -61,11 +77,15 @@ impl SyncHeader {
     }
 }
 
-/// A 200 carrying `payload`, compressed when the client speaks zstd.
+/// A 200 carrying `payload`, compressed (and its size said) when the
+/// client speaks zstd.
 /// Compression is CPU work: call this on the blocking pool.
 pub fn reply(payload: &[u8], zstd: bool) -> Response {
     let mut res = Response::new(StatusCode::Ok);
-    res.insert_header(ORIGINAL_SIZE, payload.len().to_string());
+    // Legacy replies are plain and carry no size header.
+    if zstd {
+        res.insert_header(ORIGINAL_SIZE, payload.len().to_string());
+    }
     res.set_body(Body::from_bytes(encode(payload, zstd)));
     res
 }
