@@ -309,8 +309,10 @@ async fn dispatch(
         let payload = match (fields.data, fields.get("c")) {
             // AnkiDroid leaves `data` out of a request without arguments.
             (false, _) => b"{}".to_vec(),
-            (true, Some("0")) => data,
-            (true, _) => {
+            // `c` says gzip; media uploads leave it out (their zip is sent
+            // as it is).
+            (true, None | Some("0")) => data,
+            (true, Some(_)) => {
                 let mut charge = service.budget.charge();
                 let (payload, charge) = blocking(move || {
                     let payload = gunzip(&data, limit.saturating_mul(3), &mut charge)?;
@@ -322,6 +324,10 @@ async fn dispatch(
             }
         };
         legacy_payload = Some(payload);
+        if endpoint == Endpoint::Media(MediaMethod::Begin) {
+            // The client's version is a field of the form, not in `data`.
+            query_version = Some(fields.get("v").unwrap_or_default().to_owned());
+        }
         SyncHeader::from_form(&fields)
     } else {
         SyncHeader::parse(req.header(framing::SYNC_HEADER).map(|v| v.as_str()))?
