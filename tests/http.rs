@@ -658,6 +658,18 @@ fn legacy_forms_log_in_and_get_plain_replies() {
     assert_eq!(meta["cont"], true);
     assert_eq!(meta["empty"], true);
 
+    // Clients older than what the collection uses are told so, in the
+    // official server's words; older than version 8 gets 501.
+    let v8 = legacy_form(s.addr, "/sync/meta", r#"{"v":8,"cv":"x"}"#, &[("k", ALICE)]);
+    let v8: serde_json::Value = serde_json::from_slice(&v8.body).unwrap();
+    assert_eq!(v8["cont"], false);
+    assert_eq!(v8["msg"], "Your client does not support the v2 scheduler");
+    let v9 = legacy_form(s.addr, "/sync/meta", r#"{"v":9,"cv":"x"}"#, &[("k", ALICE)]);
+    let v9: serde_json::Value = serde_json::from_slice(&v9.body).unwrap();
+    assert_eq!(v9["cont"], true, "a new collection has no creationOffset");
+    let v7 = legacy_form(s.addr, "/sync/meta", r#"{"v":7,"cv":"x"}"#, &[("k", ALICE)]);
+    assert_eq!(v7.status, 501);
+
     let wrong = legacy_form(s.addr, "/sync/meta", r#"{"v":10}"#, &[("k", "nobody")]);
     assert_eq!(wrong.status, 403);
     // Until schema-11 full syncs exist, a clear refusal ("please update").

@@ -163,6 +163,12 @@ pub struct Status {
     pub usn: i32,
     /// no cards at all
     pub empty: bool,
+    /// `schedVer` 2 or later (the v2 and v3 schedulers): clients before
+    /// sync version 9 cannot take it.
+    pub sched_v2: bool,
+    /// A `creationOffset` is set (the new timezone handling): clients
+    /// before sync version 10 cannot take it.
+    pub creation_offset: bool,
 }
 
 pub fn status(conn: &Connection) -> rusqlite::Result<Status> {
@@ -173,11 +179,21 @@ pub fn status(conn: &Connection) -> rusqlite::Result<Status> {
     let any_card: Option<i64> = conn
         .query_row("SELECT 1 FROM cards LIMIT 1", [], |r| r.get(0))
         .optional()?;
+    let config = |key: &str| -> rusqlite::Result<Option<serde_json::Value>> {
+        let val: Option<Vec<u8>> = conn
+            .query_row("SELECT val FROM config WHERE KEY = ?", [key], |r| r.get(0))
+            .optional()?;
+        Ok(val.and_then(|v| serde_json::from_slice(&v).ok()))
+    };
+    // Anki reads a missing schedVer as the v1 scheduler.
+    let sched = config("schedVer")?.and_then(|v| v.as_i64()).unwrap_or(1);
     Ok(Status {
         modified,
         schema_modified,
         usn,
         empty: any_card.is_none(),
+        sched_v2: sched >= 2,
+        creation_offset: config("creationOffset")?.is_some_and(|v| !v.is_null()),
     })
 }
 

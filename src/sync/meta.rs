@@ -56,9 +56,9 @@ pub async fn meta(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> 
             let path = account.collection_path();
             let dir = account.dir.clone();
             return blocking(move || {
-                check_version(body.parse()?)?;
+                let version = check_version(body.parse()?)?;
                 let facts = Facts::read(collection::status(&collection::open(&path)?)?, &dir)?;
-                Ok(reply.to(facts))
+                Ok(reply.to(facts, version))
             })
             .await;
         }
@@ -68,7 +68,7 @@ pub async fn meta(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> 
     let session = call.header.session.clone();
     let idle = call.service.config.sync_idle;
     blocking(move || {
-        check_version(body.parse()?)?;
+        let version = check_version(body.parse()?)?;
         state.expire_session(idle);
         // The same client starting over abandons its own sync; another
         // device's check (a phone in the background) leaves it running and
@@ -81,19 +81,21 @@ pub async fn meta(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> 
         } else {
             collection::status(state.collection(&dir)?)?
         };
-        Ok(reply.to(Facts::read(status, &dir)?))
+        Ok(reply.to(Facts::read(status, &dir)?, version))
     })
     .await
 }
 
-fn check_version(request: MetaRequest) -> Outcome<()> {
+/// The client's sync version, if we speak it (501 otherwise, which old
+/// clients show as "please update").
+fn check_version(request: MetaRequest) -> Outcome<i64> {
     if !(MIN_VERSION as i64..=MAX_VERSION as i64).contains(&request.version) {
         return Err(Failure::too_old(format!(
             "sync version {} is not supported",
             request.version
         )));
     }
-    Ok(())
+    Ok(request.version)
 }
 
 /// What `meta` reports, read on the blocking pool in one go.
@@ -125,8 +127,8 @@ struct Reply {
 }
 
 impl Reply {
-    /// The reply, encoded. Blocking.
-    fn to(self, facts: Facts) -> Response {
+    /// The reply to a client of sync `version`, encoded. Blocking.
+    fn to(self, facts: Facts, version: i64) -> Response {
         let Facts {
             mut status,
             len,
@@ -145,6 +147,18 @@ impl Reply {
                 "The sync server's clock is not set yet (it has no network time). \
                  Check its internet connection and try again in a few minutes."
                     .to_string(),
+            )
+        } else if status.sched_v2 && version < 9 {
+            // The official server's words, for clients that predate what
+            // the collection uses.
+            (
+                false,
+                "Your client does not support the v2 scheduler".to_string(),
+            )
+        } else if status.creation_offset && version < 10 {
+            (
+                false,
+                "Your client does not support the new timezone handling.".to_string(),
             )
         } else if disk_full {
             // A sync would fail halfway with "disk I/O error": say why
