@@ -119,24 +119,8 @@ fn load_notetype(conn: &Connection, id: i64) -> Outcome<schema11::NotetypeRow> {
         [id],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
-    let fields = conn
-        .prepare("SELECT name, config FROM fields WHERE ntid = ? ORDER BY ord")?
-        .query_map([id], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-        })?
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .map(|(n, c)| Ok((n, decode(&c)?)))
-        .collect::<Outcome<_>>()?;
-    let templates = conn
-        .prepare("SELECT name, config FROM templates WHERE ntid = ? ORDER BY ord")?
-        .query_map([id], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-        })?
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .map(|(n, c)| Ok((n, decode(&c)?)))
-        .collect::<Outcome<_>>()?;
+    let fields = load_parts(conn, "fields", id)?;
+    let templates = load_parts(conn, "templates", id)?;
     Ok(schema11::NotetypeRow {
         id,
         name,
@@ -145,6 +129,25 @@ fn load_notetype(conn: &Connection, id: i64) -> Outcome<schema11::NotetypeRow> {
         fields,
         templates,
     })
+}
+
+/// A notetype's fields or templates (`table`), in order: names and their
+/// stored configs.
+fn load_parts<M: prost::Message + Default>(
+    conn: &Connection,
+    table: &str,
+    ntid: i64,
+) -> Outcome<Vec<(String, M)>> {
+    conn.prepare(&format!(
+        "SELECT name, config FROM {table} WHERE ntid = ? ORDER BY ord"
+    ))?
+    .query_map([ntid], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+    })?
+    .collect::<Result<Vec<_>, _>>()?
+    .into_iter()
+    .map(|(n, c)| Ok((n, decode(&c)?)))
+    .collect()
 }
 
 /// Appends `+` while another row of `table` (another id) has the name,
