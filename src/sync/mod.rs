@@ -333,19 +333,16 @@ async fn dispatch(
         SyncHeader::parse(req.header(framing::SYNC_HEADER).map(|v| v.as_str()))?
     };
     let _legacy_charge = legacy_charge;
-    let body = match legacy_payload {
-        Some(payload) => http_types::Body::from_bytes(payload),
-        None => req.take_body(),
+    let (body, received) = match legacy_payload {
+        // Its bytes were counted as the form arrived.
+        Some(payload) => (http_types::Body::from_bytes(payload), Arc::default()),
+        None => (req.take_body(), line.received.clone()),
     };
     let mut call = Call {
         service: service.clone(),
         header,
         peer,
-        body: Some(Incoming::new(
-            body,
-            line.received.clone(),
-            service.budget.clone(),
-        )),
+        body: Some(Incoming::new(body, received, service.budget.clone())),
         limit: endpoint.body_limit(service.collection_limit()),
     };
     if endpoint == Endpoint::Sync(SyncMethod::HostKey) {

@@ -11,12 +11,19 @@ import pytest
 
 from harness import OfficialServer
 
-LEGACY_PYTHON = os.environ.get("LEGACY_PYTHON", "")
+ROOT = Path(__file__).resolve().parents[2]
 CLIENT = Path(__file__).with_name("legacy_client.py")
 
-pytestmark = pytest.mark.skipif(
-    not Path(LEGACY_PYTHON).exists(), reason="LEGACY_PYTHON unset: tests/run sets it"
-)
+
+def legacy_python() -> str:
+    """tests/run exports it; run alone, the tests make the venv themselves
+    rather than skip."""
+    if os.environ.get("LEGACY_PYTHON"):
+        return os.environ["LEGACY_PYTHON"]
+    venv = subprocess.run([str(ROOT / "tests" / "venv"), "legacy"], cwd=ROOT, check=True,
+                          capture_output=True, text=True).stdout.strip()
+    os.environ["LEGACY_PYTHON"] = str(ROOT / venv / "bin" / "python")
+    return os.environ["LEGACY_PYTHON"]
 
 
 def old_client(server, folder: Path, *steps: str, user="alice", password="secret") -> dict:
@@ -25,7 +32,7 @@ def old_client(server, folder: Path, *steps: str, user="alice", password="secret
     env["SYNC_ENDPOINT"] = server.endpoint + "sync/"
     env["SYNC_ENDPOINT_MEDIA"] = server.endpoint + "msync/"
     done = subprocess.run(
-        [LEGACY_PYTHON, str(CLIENT), str(folder / "collection.anki2"), user, password, *steps],
+        [legacy_python(), str(CLIENT), str(folder / "collection.anki2"), user, password, *steps],
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr
