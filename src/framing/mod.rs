@@ -1,5 +1,7 @@
 //! Protocol v11 framing: the `anki-sync` request header, zstd bodies both ways,
-//! `anki-original-size` on every 200. Nothing here knows what a body means.
+//! `anki-original-size` on every 200; legacy (v8-10) requests come as forms
+//! (`multipart`) and get plain replies without it. Nothing here knows what a
+//! body means.
 
 pub mod multipart;
 
