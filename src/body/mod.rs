@@ -144,6 +144,11 @@ impl Incoming {
         }
     }
 
+    /// The body as it stands: what nobody has read of it.
+    pub fn into_unread(self) -> Body {
+        self.body
+    }
+
     /// Copies the body into `sink` on the blocking pool, undoing zstd when
     /// `zstd` is set and refusing more than `limit` bytes on either side of
     /// the decoder. Returns the sink (and so whatever it owns) when done.

@@ -9,6 +9,12 @@
 //! [`LastChunk`] watches the chunk framing as the bytes pass and holds the
 //! end back until it is whole: async-h1 then gets it in the same read as its
 //! first byte.
+//!
+//! It also keeps the body's end from running into the next request: a client
+//! may send its next request as soon as it has a response, and async-h1
+//! answers before it reads the rest of a body. Bytes past the body's end are
+//! never handed to async-h1 (its decoder would take them for trailers and
+//! fail); they wait in [`LastChunk::after`] for the next head.
 
 /// async-h1 refuses trailers longer than this anyway; past it, bytes pass.
 const MAX_HELD: usize = 8 * 1024;
@@ -27,9 +33,11 @@ enum Step {
     /// After the last chunk's size line: trailer lines, then an empty line;
     /// `line` counts the current line's bytes (line breaks aside).
     End { line: usize },
-    /// The body is over, or its framing is not what we expect (async-h1
-    /// reports that): everything passes.
+    /// The body is over: what follows is the next request's.
     Done,
+    /// The framing is not what we expect (async-h1 reports that), or the
+    /// end is too long to hold: everything passes.
+    Broken,
 }
 
 /// The chunk framing of one request body, followed byte by byte.
@@ -40,6 +48,8 @@ pub(super) struct LastChunk {
     held: Vec<u8>,
     /// How many bytes at the start of `held` may go.
     free: usize,
+    /// What came after the body's end: the start of the next request.
+    after: Vec<u8>,
 }
 
 impl LastChunk {
@@ -56,7 +66,19 @@ impl LastChunk {
             },
             held: Vec::new(),
             free: 0,
+            after: Vec::new(),
         }
+    }
+
+    /// Whether the body is over and async-h1 has had all of it: no read
+    /// may touch the socket for this request again.
+    pub(super) fn finished(&self) -> bool {
+        self.step == Step::Done && self.held.is_empty()
+    }
+
+    /// Takes what came after the body: the next request's first bytes.
+    pub(super) fn take_after(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.after)
     }
 
     /// Moves held bytes that may go into `buf`; returns how many.
@@ -70,15 +92,22 @@ impl LastChunk {
 
     /// Frees whatever is held: no more bytes will come.
     pub(super) fn give_up(&mut self) {
-        self.step = Step::Done;
+        if self.step != Step::Done {
+            self.step = Step::Broken;
+        }
         self.free = self.held.len();
     }
 
     /// `buf` holds bytes just read, on their way to async-h1. Returns how
-    /// many of them go now (the first ones); the rest are held. When it
-    /// returns 0 the caller reads more, after [`take`](Self::take)ing
-    /// anything that became free.
+    /// many of them go now (the first ones); the rest are held, or kept for
+    /// the next request when they follow the body. When it returns 0 the
+    /// caller reads more, after [`take`](Self::take)ing anything that
+    /// became free, unless the body is [`finished`](Self::finished).
     pub(super) fn admit(&mut self, buf: &[u8]) -> usize {
+        if self.step == Step::Done {
+            self.after.extend_from_slice(buf);
+            return 0;
+        }
         if !self.held.is_empty() {
             self.held.extend_from_slice(buf);
             let start = self.held.len() - buf.len();
@@ -91,16 +120,17 @@ impl LastChunk {
                 // The end begins here: it goes now only if it is all here.
                 let rest = &buf[i..];
                 let mut probe = self.step;
-                scan(&mut probe, rest);
+                let used = scan(&mut probe, rest);
                 if probe == Step::Done {
                     self.step = probe;
-                    return buf.len();
+                    self.after.extend_from_slice(&rest[used..]);
+                    return i + used;
                 }
                 self.held.extend_from_slice(rest);
                 self.scan_held(0);
                 return i;
             }
-            if self.step == Step::Done {
+            if self.step == Step::Broken {
                 return buf.len();
             }
             i += advance(&mut self.step, &buf[i..]);
@@ -108,12 +138,17 @@ impl LastChunk {
         buf.len()
     }
 
-    /// Follows `held[start..]`; frees all of `held` once the end is whole
-    /// (or too long to hold).
+    /// Follows `held[start..]`; frees the end once it is whole (moving what
+    /// follows it to `after`), or all of `held` when it is too long to hold.
     fn scan_held(&mut self, start: usize) {
-        scan(&mut self.step, &self.held[start..]);
-        if self.step == Step::Done || self.held.len() > MAX_HELD {
-            self.step = Step::Done;
+        let used = scan(&mut self.step, &self.held[start..]);
+        if self.step == Step::Done {
+            let end = start + used;
+            self.after.extend_from_slice(&self.held[end..]);
+            self.held.truncate(end);
+            self.free = end;
+        } else if self.step == Step::Broken || self.held.len() > MAX_HELD {
+            self.step = Step::Broken;
             self.free = self.held.len();
         }
     }
@@ -122,7 +157,7 @@ impl LastChunk {
 /// Follows `bytes` until the body ends; returns how many were consumed.
 fn scan(step: &mut Step, bytes: &[u8]) -> usize {
     let mut i = 0;
-    while i < bytes.len() && *step != Step::Done {
+    while i < bytes.len() && !matches!(*step, Step::Done | Step::Broken) {
         i += advance(step, &bytes[i..]);
     }
     i
@@ -165,9 +200,9 @@ fn advance(step: &mut Step, bytes: &[u8]) -> usize {
                             size: s + u64::from(d),
                             ext,
                         },
-                        None => Step::Done,
+                        None => Step::Broken,
                     },
-                    None => Step::Done,
+                    None => Step::Broken,
                 },
             };
             1
@@ -179,7 +214,7 @@ fn advance(step: &mut Step, bytes: &[u8]) -> usize {
                     size: 0,
                     ext: false,
                 },
-                _ => Step::Done,
+                _ => Step::Broken,
             };
             1
         }
@@ -192,7 +227,7 @@ fn advance(step: &mut Step, bytes: &[u8]) -> usize {
             };
             1
         }
-        Step::Done => bytes.len(),
+        Step::Done | Step::Broken => bytes.len(),
     }
 }
 
@@ -201,9 +236,16 @@ mod tests {
     use super::*;
 
     /// Feeds `input` cut at `cuts` (read sizes, repeated) and returns what
-    /// the reader gets in each read, as async-h1 would see it.
+    /// the reader gets in each read, as async-h1 would see it, then what was
+    /// kept for the next request.
     fn reads(head_len: usize, input: &[u8], cut: usize) -> Vec<Vec<u8>> {
         let mut tracker = LastChunk::new(head_len);
+        let mut out = reads_with(&mut tracker, input, cut);
+        out.push(tracker.take_after());
+        out
+    }
+
+    fn reads_with(tracker: &mut LastChunk, input: &[u8], cut: usize) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         let mut pending: Vec<u8> = Vec::new();
         for piece in input.chunks(cut) {
@@ -283,8 +325,28 @@ mod tests {
         let mut buf = [0u8; 8];
         assert_eq!(tracker.take(&mut buf), 2);
         assert_eq!(&buf[..2], b"\r\n");
-        // What follows the body passes.
-        assert_eq!(tracker.admit(b"GET / HTTP/1.1\r\n"), 16);
+        // What follows the body is the next request's: kept for its head.
+        assert!(tracker.finished());
+        assert_eq!(tracker.admit(b"GET / HTTP/1.1\r\n"), 0);
+        assert_eq!(tracker.take(&mut buf), 0);
+        assert_eq!(tracker.take_after(), b"GET / HTTP/1.1\r\n");
+    }
+
+    #[test]
+    fn the_next_request_never_reaches_the_body() {
+        // A client sends its next request as soon as it has a response, and
+        // async-h1 answers before it reads a body's end: the end and the next
+        // head can come in one read, cut anywhere.
+        let body = b"3\r\nabc\r\n0\r\nx-t: 1\r\n\r\n";
+        let next = b"POST /sync/applyChunk HTTP/1.1\r\ncontent-length: 3\r\n\r\n";
+        let input = [&body[..], &next[..]].concat();
+        for cut in 1..=input.len() {
+            let mut tracker = LastChunk::new(0);
+            let got = reads_with(&mut tracker, &input, cut).concat();
+            assert_eq!(got, body, "cut {cut}");
+            assert!(tracker.finished(), "cut {cut}");
+            assert_eq!(tracker.take_after(), next, "cut {cut}");
+        }
     }
 
     #[test]

@@ -68,10 +68,17 @@ pub(super) async fn serve(
         wire.begin(head, &buf[end..]);
         buf.clear();
 
-        let endpoint = |req: http_types::Request| {
+        let endpoint = |mut req: http_types::Request| {
             let client = forwarded::client(peer, &req, &service.config.trusted_proxies);
             let service = service.clone();
-            async move { Ok(sync::handle(service, req, Some(client)).await) }
+            let wire = wire.clone();
+            async move {
+                let res = sync::handle(service, &mut req, Some(client)).await;
+                if !wire.awaits_continue() {
+                    finish_body(&mut req).await;
+                }
+                Ok(res)
+            }
         };
         let status = Server::new(wire.clone(), endpoint).accept_one().await;
         let keep = matches!(status, Ok(ConnectionStatus::KeepAlive)) && !wire.must_close();
@@ -83,7 +90,26 @@ pub(super) async fn serve(
             let _ = wire.clone().close().await;
             break;
         }
+        // The next request may have begun in what was read for this one.
+        buf = wire.leftover();
     }
+}
+
+/// How much of a body the answer did not need is read before the answer
+/// goes. Past it, the answer goes first (a refusal of a large upload).
+const FINISH_LIMIT: u64 = 64 * 1024;
+
+/// Reads the rest of a body the answer did not need (a download's, a
+/// refusal's) before the answer begins. Go's HTTP/1 proxy (Caddy's
+/// `reverse_proxy`) stops sending a request body once the response has
+/// begun, and then drops its connection to us in the middle of our answer.
+async fn finish_body(req: &mut http_types::Request) {
+    let body = req.take_body();
+    if body.len() == Some(0) {
+        return;
+    }
+    // A failure here is async-h1's to report when it discards the rest.
+    let _ = smol::io::copy(body.take(FINISH_LIMIT), smol::io::sink()).await;
 }
 
 /// Reads until `buf` holds a whole head; returns where it ends, or `None`

@@ -24,8 +24,18 @@ pub(super) struct Head {
     pub http10: bool,
     /// The client waits for `100 Continue` before sending its body.
     pub expects_continue: bool,
-    /// The body comes in chunks (as async-h1 decides it: `chunked` alone).
-    pub chunked: bool,
+    /// How the body ends, as async-h1 will read it.
+    pub body: BodyFraming,
+}
+
+/// How a request's body ends, decided as async-h1 decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BodyFraming {
+    /// In chunks (the first `transfer-encoding` value is `chunked`).
+    Chunked,
+    /// After this many bytes (the last `content-length`; none, or one
+    /// async-h1 refuses, counts as 0: it then reads no body).
+    Length(u64),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -94,11 +104,15 @@ pub(super) fn rewrite(head: &[u8]) -> Result<Head, Refused> {
     let mut expects_continue = false;
     let mut has_host = false;
     let mut chunked = None;
+    let mut length = None;
     for header in req.headers.iter() {
         let name = header.name;
         if name.eq_ignore_ascii_case("transfer-encoding") && chunked.is_none() {
             // async-h1 looks at the first value only.
             chunked = Some(header.value.eq_ignore_ascii_case(b"chunked"));
+        }
+        if name.eq_ignore_ascii_case("content-length") {
+            length = Some(header.value);
         }
         if name.eq_ignore_ascii_case("expect") {
             // Only `100-continue` is defined; HTTP/1.0 clients cannot expect.
@@ -127,7 +141,16 @@ pub(super) fn rewrite(head: &[u8]) -> Result<Head, Refused> {
         bytes,
         http10,
         expects_continue,
-        chunked: chunked.unwrap_or(false),
+        body: if chunked == Some(true) {
+            BodyFraming::Chunked
+        } else {
+            BodyFraming::Length(
+                length
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0),
+            )
+        },
     })
 }
 

@@ -2,6 +2,12 @@
 //! the head we already read (rewritten) played back first, `100 Continue`
 //! sent when the body is first read, and, for an HTTP/1.0 client, the
 //! response converted on its way out (see `http10`).
+//!
+//! async-h1 sees one request and no more: reads stop at the end of its body
+//! (async-h1 answers before it reads a body's rest, and reads ahead of what
+//! it needs, so a client's next request could otherwise be taken for part
+//! of this one, or lost). What follows waits for the next head
+//! ([`Wire::leftover`]).
 
 use std::future::Future;
 use std::io;
@@ -15,7 +21,7 @@ use smol::net::TcpStream;
 use smol::Timer;
 
 use super::chunked::LastChunk;
-use super::head::Head;
+use super::head::{BodyFraming, Head};
 use super::http10::Http10Response;
 
 /// A connection that moves no byte either way for this long is dropped. It is
@@ -49,9 +55,22 @@ struct State {
     out: Vec<u8>,
     sent: usize,
     http10: Option<Http10Response>,
-    /// A chunked body's framing, followed so that its end reaches async-h1
-    /// whole (see `chunked`).
-    chunked: Option<LastChunk>,
+    /// Where this request ends.
+    end: RequestEnd,
+}
+
+/// Where the current request ends, followed as its bytes go to async-h1.
+enum RequestEnd {
+    /// After this many more bytes (head and body).
+    Length(u64),
+    /// After the last chunk, which reaches async-h1 whole (see `chunked`).
+    Chunked(LastChunk),
+}
+
+impl Default for RequestEnd {
+    fn default() -> Self {
+        RequestEnd::Length(0)
+    }
 }
 
 impl Wire {
@@ -71,16 +90,44 @@ impl Wire {
     /// first; an HTTP/1.0 request's response is converted.
     pub(super) fn begin(&self, head: Head, body_start: &[u8]) {
         let mut state = self.lock();
-        let chunked = head.chunked.then(|| LastChunk::new(head.bytes.len()));
+        let end = match head.body {
+            BodyFraming::Chunked => RequestEnd::Chunked(LastChunk::new(head.bytes.len())),
+            BodyFraming::Length(n) => {
+                RequestEnd::Length((head.bytes.len() as u64).saturating_add(n))
+            }
+        };
         let mut replay = head.bytes;
         replay.extend_from_slice(body_start);
         *state = State {
             replay,
             owe_continue: head.expects_continue,
             http10: head.http10.then(Http10Response::new),
-            chunked,
+            end,
             ..State::default()
         };
+    }
+
+    /// Whether the client waits for `100 Continue` before it sends the
+    /// body, which nothing has asked for yet.
+    pub(super) fn awaits_continue(&self) -> bool {
+        self.lock().owe_continue
+    }
+
+    /// What was read past the end of the request just answered: the start
+    /// of the next one.
+    pub(super) fn leftover(&self) -> Vec<u8> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        // Bytes the chunk framing kept came from reads before any left
+        // unplayed.
+        let mut rest = match &mut state.end {
+            RequestEnd::Chunked(chunked) => chunked.take_after(),
+            RequestEnd::Length(_) => Vec::new(),
+        };
+        rest.extend_from_slice(&state.replay[state.replayed..]);
+        state.replay = Vec::new();
+        state.replayed = 0;
+        rest
     }
 
     /// Whether the connection must close after this request: HTTP/1.0, or
@@ -122,15 +169,30 @@ impl AsyncRead for Wire {
             return Poll::Ready(Ok(0));
         }
         loop {
-            if let Some(chunked) = state.chunked.as_mut() {
-                let n = chunked.take(buf);
-                if n > 0 {
+            let chunked = match &mut state.end {
+                RequestEnd::Length(left) => {
+                    let cap = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                    if cap == 0 {
+                        return Poll::Ready(Ok(0));
+                    }
+                    let n = ready!(read_next(state, &mut this.socket, cx, &mut buf[..cap]))?;
+                    if let RequestEnd::Length(left) = &mut state.end {
+                        *left -= n as u64;
+                    }
                     return Poll::Ready(Ok(n));
                 }
+                RequestEnd::Chunked(chunked) => chunked,
+            };
+            let n = chunked.take(buf);
+            if n > 0 {
+                return Poll::Ready(Ok(n));
+            }
+            if chunked.finished() {
+                return Poll::Ready(Ok(0));
             }
             let n = ready!(read_next(state, &mut this.socket, cx, buf))?;
-            let Some(chunked) = state.chunked.as_mut() else {
-                return Poll::Ready(Ok(n));
+            let RequestEnd::Chunked(chunked) = &mut state.end else {
+                unreachable!("a request's framing does not change");
             };
             if n == 0 {
                 // The client is gone: what was held goes, for async-h1 to

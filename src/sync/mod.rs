@@ -223,7 +223,8 @@ fn gunzip(data: &[u8], limit: u64, charge: &mut crate::body::Charge) -> Outcome<
 }
 
 /// Answers one request. Never fails: every problem becomes a status code.
-pub async fn handle(service: Arc<Service>, mut req: Request, peer: Option<IpAddr>) -> Response {
+/// What the answer did not need of the body stays in `req`.
+pub async fn handle(service: Arc<Service>, req: &mut Request, peer: Option<IpAddr>) -> Response {
     let activity = service.activity.begin();
     let mut line = RequestLine {
         from: peer,
@@ -233,7 +234,7 @@ pub async fn handle(service: Arc<Service>, mut req: Request, peer: Option<IpAddr
         received: Arc::new(AtomicU64::new(0)),
         problem: None,
     };
-    let outcome = AssertUnwindSafe(dispatch(&service, &mut req, peer, &mut line))
+    let outcome = AssertUnwindSafe(dispatch(&service, req, peer, &mut line))
         .catch_unwind()
         .await
         .unwrap_or_else(|_| Err(Failure::internal("the request handler panicked")));
@@ -333,6 +334,7 @@ async fn dispatch(
         SyncHeader::parse(req.header(framing::SYNC_HEADER).map(|v| v.as_str()))?
     };
     let _legacy_charge = legacy_charge;
+    let legacy = legacy_payload.is_some();
     let (body, received) = match legacy_payload {
         // Its bytes were counted as the form arrived.
         Some(payload) => (http_types::Body::from_bytes(payload), Arc::default()),
@@ -345,12 +347,31 @@ async fn dispatch(
         body: Some(Incoming::new(body, received, service.budget.clone())),
         limit: endpoint.body_limit(service.collection_limit()),
     };
+    let outcome = answer(service, &mut call, endpoint, query_version, line).await;
+    if !legacy {
+        // What the answer did not read goes back, for the connection to
+        // finish reading before the answer goes (see `server::connection`).
+        if let Some(unread) = call.body.take() {
+            req.set_body(unread.into_unread());
+        }
+    }
+    outcome
+}
+
+/// Answers an authenticated endpoint (or a login).
+async fn answer(
+    service: &Arc<Service>,
+    call: &mut Call,
+    endpoint: Endpoint,
+    query_version: Option<String>,
+    line: &mut RequestLine,
+) -> Outcome<Response> {
     if endpoint == Endpoint::Sync(SyncMethod::HostKey) {
-        let admitted = peer.map(|peer| service.strangers.admit(peer));
+        let admitted = call.peer.map(|peer| service.strangers.admit(peer));
         if matches!(admitted, Some(None)) {
             return Err(Failure::unavailable("too many logins at once"));
         }
-        return login::host_key(&mut call, line).await;
+        return login::host_key(call, line).await;
     }
     let account = service
         .users
@@ -363,33 +384,23 @@ async fn dispatch(
     });
 
     match endpoint {
-        Endpoint::Sync(SyncMethod::Meta) => meta::meta(&mut call, &account).await,
-        Endpoint::Sync(SyncMethod::Upload) => full::upload(&mut call, &account).await,
-        Endpoint::Sync(SyncMethod::Download) => full::download(&mut call, &account).await,
-        Endpoint::Sync(SyncMethod::Abort) => normal::abort(&mut call, &account).await,
-        Endpoint::Sync(SyncMethod::Start) => normal::start(&mut call, &account).await,
-        Endpoint::Sync(SyncMethod::ApplyGraves) => {
-            normal::apply_graves_step(&mut call, &account).await
-        }
-        Endpoint::Sync(SyncMethod::ApplyChanges) => {
-            normal::apply_changes(&mut call, &account).await
-        }
-        Endpoint::Sync(SyncMethod::Chunk) => normal::chunk(&mut call, &account).await,
-        Endpoint::Sync(SyncMethod::ApplyChunk) => normal::apply_chunk(&mut call, &account).await,
-        Endpoint::Sync(SyncMethod::SanityCheck2) => normal::sanity_check(&mut call, &account).await,
-        Endpoint::Sync(SyncMethod::Finish) => normal::finish(&mut call, &account).await,
+        Endpoint::Sync(SyncMethod::Meta) => meta::meta(call, &account).await,
+        Endpoint::Sync(SyncMethod::Upload) => full::upload(call, &account).await,
+        Endpoint::Sync(SyncMethod::Download) => full::download(call, &account).await,
+        Endpoint::Sync(SyncMethod::Abort) => normal::abort(call, &account).await,
+        Endpoint::Sync(SyncMethod::Start) => normal::start(call, &account).await,
+        Endpoint::Sync(SyncMethod::ApplyGraves) => normal::apply_graves_step(call, &account).await,
+        Endpoint::Sync(SyncMethod::ApplyChanges) => normal::apply_changes(call, &account).await,
+        Endpoint::Sync(SyncMethod::Chunk) => normal::chunk(call, &account).await,
+        Endpoint::Sync(SyncMethod::ApplyChunk) => normal::apply_chunk(call, &account).await,
+        Endpoint::Sync(SyncMethod::SanityCheck2) => normal::sanity_check(call, &account).await,
+        Endpoint::Sync(SyncMethod::Finish) => normal::finish(call, &account).await,
         Endpoint::Sync(SyncMethod::HostKey) => unreachable!("answered above"),
-        Endpoint::Media(MediaMethod::Begin) => {
-            media::begin(&mut call, &account, query_version).await
-        }
-        Endpoint::Media(MediaMethod::MediaChanges) => media::changes(&mut call, &account).await,
-        Endpoint::Media(MediaMethod::UploadChanges) => {
-            media::upload_changes(&mut call, &account).await
-        }
-        Endpoint::Media(MediaMethod::DownloadFiles) => {
-            media::download_files(&mut call, &account).await
-        }
-        Endpoint::Media(MediaMethod::MediaSanity) => media::sanity(&mut call, &account).await,
+        Endpoint::Media(MediaMethod::Begin) => media::begin(call, &account, query_version).await,
+        Endpoint::Media(MediaMethod::MediaChanges) => media::changes(call, &account).await,
+        Endpoint::Media(MediaMethod::UploadChanges) => media::upload_changes(call, &account).await,
+        Endpoint::Media(MediaMethod::DownloadFiles) => media::download_files(call, &account).await,
+        Endpoint::Media(MediaMethod::MediaSanity) => media::sanity(call, &account).await,
         Endpoint::Health => unreachable!("answered above"),
     }
 }

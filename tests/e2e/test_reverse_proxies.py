@@ -118,6 +118,7 @@ def test_a_client_syncs_everything_through_a_proxy(proxy_class, subpath, kind, s
         sync_everything_through(proxy.endpoint, server, template, tmp_path / "devices")
     except BaseException:
         print(proxy.log())
+        print(server.log())
         raise
     finally:
         proxy.stop()
