@@ -2,6 +2,8 @@
 //! full syncs exchange byte for byte.
 
 pub mod download;
+pub mod legacy;
+pub(crate) mod objects;
 pub mod proto;
 pub mod restore;
 pub mod schema;
@@ -71,6 +73,8 @@ pub fn open_or_create(dir: &Path) -> Result<Connection, StoreError> {
 pub enum StoreError {
     Sql(rusqlite::Error),
     Io(std::io::Error),
+    /// Stored data this server cannot read (a damaged protobuf blob).
+    Unreadable(String),
 }
 
 impl std::fmt::Display for StoreError {
@@ -78,6 +82,7 @@ impl std::fmt::Display for StoreError {
         match self {
             StoreError::Sql(e) => write!(f, "database: {e}"),
             StoreError::Io(e) => write!(f, "i/o: {e}"),
+            StoreError::Unreadable(what) => write!(f, "unreadable: {what}"),
         }
     }
 }
@@ -87,6 +92,7 @@ impl std::error::Error for StoreError {
         match self {
             StoreError::Sql(e) => Some(e),
             StoreError::Io(e) => Some(e),
+            StoreError::Unreadable(_) => None,
         }
     }
 }

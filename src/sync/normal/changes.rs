@@ -7,9 +7,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{bad, decode, step_with, Session};
+use super::{bad, step_with, Session};
 use crate::account::Account;
 use crate::clock;
+use crate::collection::objects;
 use crate::collection::schema11::{self, blob};
 use crate::error::Outcome;
 use crate::framing::Json;
@@ -51,103 +52,24 @@ pub async fn apply_changes(call: &mut Call, account: &Arc<Account>) -> Outcome<R
 }
 
 fn server_changes(conn: &Connection, s: &Session) -> Outcome<Changes> {
-    let mut changes = Changes::default();
-    let ids: Vec<(i64, i32)> = conn
-        .prepare("SELECT id, usn FROM notetypes WHERE usn >= ?")?
-        .query_map([s.client_usn], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    for (id, usn) in ids {
-        changes
-            .models
-            .push(schema11::notetype_to_json(&load_notetype(conn, id)?, usn));
-    }
-    let mut stmt =
-        conn.prepare("SELECT id, name, mtime_secs, usn, common, kind FROM decks WHERE usn >= ?")?;
-    let mut rows = stmt.query([s.client_usn])?;
-    while let Some(r) = rows.next()? {
-        let row = schema11::DeckRow {
-            id: r.get(0)?,
-            human_name: schema11::human_deck_name(&r.get::<_, String>(1)?),
-            mtime: r.get(2)?,
-            common: decode(&r.get::<_, Vec<u8>>(4)?)?,
-            kind: decode(&r.get::<_, Vec<u8>>(5)?)?,
-        };
-        changes
-            .decks
-            .0
-            .push(schema11::deck_to_json(&row, r.get(3)?));
-    }
-    let mut stmt =
-        conn.prepare("SELECT id, name, mtime_secs, usn, config FROM deck_config WHERE usn >= ?")?;
-    let mut rows = stmt.query([s.client_usn])?;
-    while let Some(r) = rows.next()? {
-        let row = schema11::DeckConfigRow {
-            id: r.get(0)?,
-            name: r.get(1)?,
-            mtime: r.get(2)?,
-            config: decode(&r.get::<_, Vec<u8>>(4)?)?,
-        };
-        changes
-            .decks
-            .1
-            .push(schema11::deck_config_to_json(&row, r.get(3)?));
-    }
-    changes.tags = conn
-        .prepare("SELECT tag FROM tags WHERE usn >= ?")?
-        .query_map([s.client_usn], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+    let since = s.client_usn;
+    let mut changes = Changes {
+        models: objects::notetypes(conn, since)?,
+        decks: (
+            objects::decks(conn, since)?,
+            objects::deck_configs(conn, since)?,
+        ),
+        tags: objects::tags(conn, since)?
+            .into_iter()
+            .map(|(tag, _)| tag)
+            .collect(),
+        ..Changes::default()
+    };
     if !s.client_is_newer {
-        let mut conf = serde_json::Map::new();
-        let mut stmt = conn.prepare("SELECT key, val FROM config")?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            let val: Vec<u8> = r.get(1)?;
-            conf.insert(
-                r.get(0)?,
-                serde_json::from_slice(&val).unwrap_or(Value::Null),
-            );
-        }
-        changes.conf = Some(conf);
+        changes.conf = Some(objects::config(conn)?);
         changes.crt = Some(conn.query_row("SELECT crt FROM col", [], |r| r.get(0))?);
     }
     Ok(changes)
-}
-
-fn load_notetype(conn: &Connection, id: i64) -> Outcome<schema11::NotetypeRow> {
-    let (name, mtime, config): (String, i64, Vec<u8>) = conn.query_row(
-        "SELECT name, mtime_secs, config FROM notetypes WHERE id = ?",
-        [id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
-    let fields = load_parts(conn, "fields", id)?;
-    let templates = load_parts(conn, "templates", id)?;
-    Ok(schema11::NotetypeRow {
-        id,
-        name,
-        mtime,
-        config: decode(&config)?,
-        fields,
-        templates,
-    })
-}
-
-/// A notetype's fields or templates (`table`), in order: names and their
-/// stored configs.
-fn load_parts<M: prost::Message + Default>(
-    conn: &Connection,
-    table: &str,
-    ntid: i64,
-) -> Outcome<Vec<(String, M)>> {
-    conn.prepare(&format!(
-        "SELECT name, config FROM {table} WHERE ntid = ? ORDER BY ord"
-    ))?
-    .query_map([ntid], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-    })?
-    .collect::<Result<Vec<_>, _>>()?
-    .into_iter()
-    .map(|(n, c)| Ok((n, decode(&c)?)))
-    .collect()
 }
 
 /// Appends `+` while another row of `table` (another id) has the name,
