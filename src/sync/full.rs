@@ -7,8 +7,8 @@ use http_types::Response;
 use super::{blocking, stream_body, Call};
 use crate::account::Account;
 use crate::body::{BodyError, Incoming};
-use crate::collection::{download, snapshots, upload};
-use crate::error::{Failure, Outcome};
+use crate::collection::{download, legacy, snapshots, upload};
+use crate::error::Outcome;
 use crate::framing;
 
 /// Why an upload was not taken. The client shows the message as is.
@@ -179,7 +179,7 @@ async fn refuse_upload(account: &Account, refused: Refused, zstd: bool) -> Respo
 pub async fn download(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
     let zstd = call.zstd();
     if !zstd {
-        return Err(Failure::bad_request("downloads need sync version 11"));
+        return download_schema11(account).await;
     }
     let pinned = loop {
         let files = account.reading_files().await;
@@ -208,6 +208,21 @@ pub async fn download(call: &mut Call, account: &Arc<Account>) -> Outcome<Respon
     let len = pinned.len;
     let reader = framing::Encoded::new(pinned, true, files)?;
     Ok(framing::reply_stream(stream_body(reader), len))
+}
+
+/// A download for a client of sync versions 8 to 10: a copy in schema 11,
+/// made under the user's lock, sent plain.
+async fn download_schema11(account: &Arc<Account>) -> Outcome<Response> {
+    let mut state = account.lock().await;
+    let dir = account.dir.clone();
+    let copy = blocking(move || {
+        state.abort_session();
+        legacy::downgraded_copy(state.collection(&dir)?, &dir)
+    })
+    .await?;
+    let mut res = Response::new(http_types::StatusCode::Ok);
+    res.set_body(stream_body(copy));
+    Ok(res)
 }
 
 /// How long requests must have stopped before a snapshot is compressed.

@@ -292,10 +292,7 @@ async fn dispatch(
     } else if let Some(content_type) = legacy_form(req) {
         // Sync versions 8 to 10: the header's fields come in the form, after
         // the payload, so the whole form is read first.
-        if matches!(
-            endpoint,
-            Endpoint::Sync(SyncMethod::Upload | SyncMethod::Download)
-        ) {
+        if endpoint == Endpoint::Sync(SyncMethod::Upload) {
             return Err(Failure::too_old(
                 "full syncs with this Anki version are not supported yet: please update Anki",
             ));

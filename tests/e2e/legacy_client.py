@@ -42,7 +42,11 @@ def main() -> None:
                         f.write(f"written by the old client: {i}")
                 time.sleep(1.1)
             elif name == "sync":
+                # As this version's GUI does before a sync: commit the
+                # transaction the collection keeps open, and leave none open.
+                col.save(trx=False)
                 out["sync"] = str(col.sync_collection(auth).required)
+                col.db.begin()
             elif name in ("upload", "download"):
                 col.close_for_full_sync()
                 try:
