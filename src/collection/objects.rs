@@ -1,12 +1,12 @@
-//! Notetypes, decks, presets, tags and config, read from their schema-18
-//! tables as the schema-11 JSON the wire carries: for a normal sync's
-//! `applyChanges`, and for a collection downgraded for an old client
-//! (`legacy`).
+//! Notetypes, decks, presets, tags and config in their schema-18 tables:
+//! read as the schema-11 JSON the wire carries, and stored from its rows,
+//! for a normal sync's `applyChanges` and for the schema-11 files of old
+//! clients (`legacy`). Merge rules (which side wins) are the caller's.
 
-use rusqlite::Connection;
+use rusqlite::{params, Connection};
 use serde_json::{Map, Value};
 
-use super::schema11::{self, DeckConfigRow, DeckRow, NotetypeRow};
+use super::schema11::{self, blob, DeckConfigRow, DeckRow, NotetypeRow};
 use super::StoreError;
 
 /// Notetypes changed at or after `min_usn` (all of them: -1).
@@ -117,4 +117,106 @@ pub(crate) fn config(conn: &Connection) -> Result<Map<String, Value>, StoreError
 
 fn decode<M: prost::Message + Default>(bytes: &[u8]) -> Result<M, StoreError> {
     M::decode(bytes).map_err(|e| StoreError::Unreadable(format!("stored protobuf: {e}")))
+}
+
+/// Stores a notetype with its fields and templates, replacing any of the
+/// same id.
+pub(crate) fn put_notetype(conn: &Connection, nt: &NotetypeRow, usn: i32) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO notetypes (id, name, mtime_secs, usn, config) VALUES (?, ?, ?, ?, ?)",
+        params![nt.id, nt.name, nt.mtime, usn, blob(&nt.config)],
+    )?;
+    conn.execute("DELETE FROM fields WHERE ntid = ?", [nt.id])?;
+    conn.execute("DELETE FROM templates WHERE ntid = ?", [nt.id])?;
+    for (ord, (name, config)) in nt.fields.iter().enumerate() {
+        conn.execute(
+            "INSERT INTO fields (ntid, ord, name, config) VALUES (?, ?, ?, ?)",
+            params![nt.id, ord, name, blob(config)],
+        )?;
+    }
+    for (ord, (name, config)) in nt.templates.iter().enumerate() {
+        conn.execute(
+            "INSERT INTO templates (ntid, ord, name, mtime_secs, usn, config) VALUES (?, ?, ?, 0, 0, ?)",
+            params![nt.id, ord, name, blob(config)],
+        )?;
+    }
+    Ok(())
+}
+
+/// Stores a deck under `native_name` (components joined by `\x1f`).
+pub(crate) fn put_deck(
+    conn: &Connection,
+    deck: &DeckRow,
+    native_name: &str,
+    mtime: i64,
+    usn: i32,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO decks (id, name, mtime_secs, usn, common, kind) VALUES (?, ?, ?, ?, ?, ?)",
+        params![deck.id, native_name, mtime, usn, blob(&deck.common), blob(&deck.kind)],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn put_deck_config(
+    conn: &Connection,
+    dc: &DeckConfigRow,
+    usn: i32,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO deck_config (id, name, mtime_secs, usn, config) VALUES (?, ?, ?, ?, ?)",
+        params![dc.id, dc.name, dc.mtime, usn, blob(&dc.config)],
+    )?;
+    Ok(())
+}
+
+/// NFC; per `::` component no ASCII control characters or spaces, and an
+/// empty component becomes "blank".
+pub(crate) fn normalize_tag(tag: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    tag.split("::")
+        .map(|part| {
+            let part: String = part
+                .nfc()
+                .filter(|c| !c.is_ascii_control() && *c != ' ' && *c != '\u{3000}')
+                .collect();
+            if part.is_empty() {
+                "blank".to_owned()
+            } else {
+                part
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("::")
+}
+
+/// Stores a new tag, collapsed as Anki stores new tags.
+pub(crate) fn put_tag(conn: &Connection, tag: &str, usn: i32) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO tags (tag, usn, collapsed, config) VALUES (?, ?, 1, NULL)",
+        params![tag, usn],
+    )?;
+    Ok(())
+}
+
+/// Replaces the whole config with `conf`.
+pub(crate) fn put_config(
+    conn: &Connection,
+    conf: &Map<String, Value>,
+    usn: i32,
+    mtime: i64,
+) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM config", [])?;
+    for (key, value) in conf {
+        conn.execute(
+            "INSERT INTO config (KEY, usn, mtime_secs, val) VALUES (?, ?, ?, ?)",
+            params![
+                key,
+                usn,
+                mtime,
+                serde_json::to_vec(value).expect("JSON values serialise")
+            ],
+        )?;
+    }
+    Ok(())
 }

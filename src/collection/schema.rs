@@ -33,7 +33,7 @@ pub const TABLES: &[&str] = &[
 /// Column names, types and collations are what Anki clients query and what
 /// their integrity check compares index order against; they are not ours to
 /// choose. `unicase` must be registered before this runs.
-const DDL: &str = "
+const DDL_SCHEMA11: &str = "
 CREATE TABLE col (
     id integer PRIMARY KEY,
     crt integer NOT NULL, mod integer NOT NULL, scm integer NOT NULL,
@@ -65,10 +65,28 @@ CREATE TABLE revlog (
     ivl integer NOT NULL, lastIvl integer NOT NULL, factor integer NOT NULL,
     time integer NOT NULL, type integer NOT NULL
 );
+
+CREATE INDEX ix_notes_usn ON notes (usn);
+CREATE INDEX ix_cards_usn ON cards (usn);
+CREATE INDEX ix_revlog_usn ON revlog (usn);
+CREATE INDEX ix_cards_nid ON cards (nid);
+CREATE INDEX ix_cards_sched ON cards (did, queue, due);
+CREATE INDEX ix_revlog_cid ON revlog (cid);
+CREATE INDEX ix_notes_csum ON notes (csum);
+";
+
+/// Graves as schema 18 keeps them (schema 11's have no primary key).
+pub(crate) const DDL_GRAVES: &str = "
 CREATE TABLE graves (
     oid integer NOT NULL, type integer NOT NULL, usn integer NOT NULL,
     PRIMARY KEY (oid, type)
 ) WITHOUT ROWID;
+CREATE INDEX idx_graves_pending ON graves (usn);
+";
+
+/// What schema 18 adds to schema 11: the tables that replaced the JSON in
+/// `col`, and two indexes.
+pub(crate) const DDL_SCHEMA18_ONLY: &str = "
 CREATE TABLE notetypes (
     id integer NOT NULL PRIMARY KEY,
     name text NOT NULL COLLATE unicase,
@@ -105,13 +123,6 @@ CREATE TABLE tags (
     usn integer NOT NULL, collapsed boolean NOT NULL, config blob NULL
 ) WITHOUT ROWID;
 
-CREATE INDEX ix_notes_usn ON notes (usn);
-CREATE INDEX ix_cards_usn ON cards (usn);
-CREATE INDEX ix_revlog_usn ON revlog (usn);
-CREATE INDEX ix_cards_nid ON cards (nid);
-CREATE INDEX ix_cards_sched ON cards (did, queue, due);
-CREATE INDEX ix_revlog_cid ON revlog (cid);
-CREATE INDEX ix_notes_csum ON notes (csum);
 CREATE INDEX idx_notes_mid ON notes (mid);
 CREATE INDEX idx_cards_odid ON cards (odid) WHERE odid != 0;
 CREATE UNIQUE INDEX idx_notetypes_name ON notetypes (name);
@@ -120,7 +131,6 @@ CREATE UNIQUE INDEX idx_fields_name_ntid ON fields (name, ntid);
 CREATE UNIQUE INDEX idx_templates_name_ntid ON templates (name, ntid);
 CREATE INDEX idx_templates_usn ON templates (usn);
 CREATE UNIQUE INDEX idx_decks_name ON decks (name);
-CREATE INDEX idx_graves_pending ON graves (usn);
 ";
 
 /// Our own small card style for the one notetype a new collection gets.
@@ -137,7 +147,9 @@ const LATEX_POST: &str = "\\end{document}";
 pub fn create(conn: &Connection, now_millis: i64) -> rusqlite::Result<()> {
     let now_secs = now_millis / 1000;
     let tx = conn.unchecked_transaction()?;
-    tx.execute_batch(DDL)?;
+    tx.execute_batch(DDL_SCHEMA11)?;
+    tx.execute_batch(DDL_GRAVES)?;
+    tx.execute_batch(DDL_SCHEMA18_ONLY)?;
     tx.execute(
         "INSERT INTO col VALUES (1, ?, 0, ?, ?, 0, 0, 0, '', '', '', '', '')",
         params![

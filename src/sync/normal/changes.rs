@@ -11,7 +11,7 @@ use super::{bad, step_with, Session};
 use crate::account::Account;
 use crate::clock;
 use crate::collection::objects;
-use crate::collection::schema11::{self, blob};
+use crate::collection::schema11;
 use crate::error::Outcome;
 use crate::framing::Json;
 use crate::sync::Call;
@@ -127,24 +127,7 @@ fn merge_changes(conn: &Connection, s: &Session, changes: Changes) -> Outcome<()
         if make_unique(conn, "notetypes", nt.id, &mut nt.name)? {
             nt.mtime = now;
         }
-        conn.execute(
-            "INSERT OR REPLACE INTO notetypes (id, name, mtime_secs, usn, config) VALUES (?, ?, ?, ?, ?)",
-            params![nt.id, nt.name, nt.mtime, usn, blob(&nt.config)],
-        )?;
-        conn.execute("DELETE FROM fields WHERE ntid = ?", [nt.id])?;
-        conn.execute("DELETE FROM templates WHERE ntid = ?", [nt.id])?;
-        for (ord, (name, config)) in nt.fields.iter().enumerate() {
-            conn.execute(
-                "INSERT INTO fields (ntid, ord, name, config) VALUES (?, ?, ?, ?)",
-                params![nt.id, ord, name, blob(config)],
-            )?;
-        }
-        for (ord, (name, config)) in nt.templates.iter().enumerate() {
-            conn.execute(
-                "INSERT INTO templates (ntid, ord, name, mtime_secs, usn, config) VALUES (?, ?, ?, 0, 0, ?)",
-                params![nt.id, ord, name, blob(config)],
-            )?;
-        }
+        objects::put_notetype(conn, &nt, usn)?;
     }
     for json in &changes.decks.0 {
         let deck = schema11::deck_from_json(json).map_err(bad)?;
@@ -156,33 +139,24 @@ fn merge_changes(conn: &Connection, s: &Session, changes: Changes) -> Outcome<()
         if make_unique(conn, "decks", deck.id, &mut name)? {
             mtime = now;
         }
-        conn.execute(
-            "INSERT OR REPLACE INTO decks (id, name, mtime_secs, usn, common, kind) VALUES (?, ?, ?, ?, ?, ?)",
-            params![deck.id, name, mtime, usn, blob(&deck.common), blob(&deck.kind)],
-        )?;
+        objects::put_deck(conn, &deck, &name, mtime, usn)?;
     }
     for json in &changes.decks.1 {
         let dc = schema11::deck_config_from_json(json).map_err(bad)?;
         if stored_mtime(conn, "deck_config", dc.id)?.is_some_and(|mtime| mtime > dc.mtime) {
             continue;
         }
-        conn.execute(
-            "INSERT OR REPLACE INTO deck_config (id, name, mtime_secs, usn, config) VALUES (?, ?, ?, ?, ?)",
-            params![dc.id, dc.name, dc.mtime, usn, blob(&dc.config)],
-        )?;
+        objects::put_deck_config(conn, &dc, usn)?;
     }
     for tag in &changes.tags {
-        let tag = normalize_tag(tag);
+        let tag = objects::normalize_tag(tag);
         let exists = conn
             .query_row("SELECT 1 FROM tags WHERE tag = ?", [&tag], |_| Ok(()))
             .optional()?
             .is_some();
         if !exists {
             let tag = adopt_parent_case(conn, &tag)?;
-            conn.execute(
-                "INSERT INTO tags (tag, usn, collapsed, config) VALUES (?, ?, 1, NULL)",
-                params![tag, usn],
-            )?;
+            objects::put_tag(conn, &tag, usn)?;
         }
     }
     if let Some(crt) = changes.crt {
@@ -190,40 +164,9 @@ fn merge_changes(conn: &Connection, s: &Session, changes: Changes) -> Outcome<()
     }
     if let Some(conf) = changes.conf {
         // The newer side's config replaces the other's entirely.
-        conn.execute("DELETE FROM config", [])?;
-        for (key, value) in conf {
-            conn.execute(
-                "INSERT INTO config (KEY, usn, mtime_secs, val) VALUES (?, ?, ?, ?)",
-                params![
-                    key,
-                    usn,
-                    now,
-                    serde_json::to_vec(&value).expect("JSON values serialise")
-                ],
-            )?;
-        }
+        objects::put_config(conn, &conf, usn, now)?;
     }
     Ok(())
-}
-
-/// NFC; per `::` component no ASCII control characters or spaces, and an
-/// empty component becomes "blank".
-fn normalize_tag(tag: &str) -> String {
-    use unicode_normalization::UnicodeNormalization;
-    tag.split("::")
-        .map(|part| {
-            let part: String = part
-                .nfc()
-                .filter(|c| !c.is_ascii_control() && *c != ' ' && *c != '\u{3000}')
-                .collect();
-            if part.is_empty() {
-                "blank".to_owned()
-            } else {
-                part
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("::")
 }
 
 /// A new tag under an existing parent takes the parent's spelling.
