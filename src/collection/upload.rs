@@ -122,7 +122,8 @@ impl Write for SyncEvery {
     }
 }
 
-/// Checks that a file is a schema-18 collection a client can open. Blocking.
+/// Checks that a file is a schema-18 collection a client can open, first
+/// converting a schema-11 one (an old client's). Blocking.
 pub fn validate(path: &Path) -> Result<(), String> {
     let mut magic = [0u8; 16];
     File::open(path)
@@ -141,7 +142,9 @@ pub fn validate(path: &Path) -> Result<(), String> {
     conn.pragma_update(None, "trusted_schema", false)
         .map_err(|e| e.to_string())?;
     register_unicase(&conn).map_err(|e| e.to_string())?;
-    let result = check_shape(&conn).and_then(|()| check_contents(&conn));
+    let result = check_shape(&conn)
+        .and_then(|()| super::legacy::upgrade(&conn))
+        .and_then(|()| check_contents(&conn));
     let _ = conn.close();
     result
 }

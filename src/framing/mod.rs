@@ -4,6 +4,7 @@
 //! body means.
 
 pub mod multipart;
+pub mod spool;
 
 use std::io::{self, Read};
 

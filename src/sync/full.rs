@@ -38,6 +38,16 @@ impl From<std::io::Error> for Refused {
 }
 
 impl Refused {
+    /// Why writing an old client's form to its file failed.
+    fn from_spool(e: std::io::Error) -> Refused {
+        use framing::spool::SpoolError;
+        match SpoolError::of(&e) {
+            Some(SpoolError::TooLarge { limit }) => Refused::TooLarge { limit },
+            Some(SpoolError::Damaged) => Refused::Damaged(e.to_string()),
+            None => Refused::from(e),
+        }
+    }
+
     fn message(&self) -> String {
         match self {
             Refused::TooLarge { limit } => format!(
@@ -81,17 +91,60 @@ async fn receive(
     Err(refused)
 }
 
+/// Receives an old client's upload form (sync versions 8 to 10): the
+/// collection in its `data` part, gzipped (as these clients send it) or
+/// not, into a temp file in `dir`; its fields (the host key among them come
+/// after the file) in memory. `limit` caps the form and the file alike.
+pub async fn receive_form(
+    dir: std::path::PathBuf,
+    body: &mut Incoming,
+    content_type: &str,
+    limit: u64,
+) -> Outcome<(upload::Received, framing::multipart::Fields)> {
+    let form = framing::multipart::Form::new(content_type)
+        .map_err(|e| crate::error::Failure::bad_request(e.to_string()))?;
+    let (received, out) = blocking(move || upload::Received::create(&dir)).await?;
+    let spool = framing::spool::Spool::new(form, out, limit);
+    let refused = match body.copy_into(false, limit, spool).await {
+        Ok(spool) => {
+            let finished = blocking(move || {
+                let (fields, out) = spool.finish()?;
+                out.finish()?;
+                Ok::<_, std::io::Error>(fields)
+            })
+            .await;
+            match finished {
+                Ok(fields) => return Ok((received, fields)),
+                Err(e) => Refused::from_spool(e),
+            }
+        }
+        Err(BodyError::TooLarge) => Refused::TooLarge { limit },
+        Err(BodyError::Malformed(e)) => Refused::Damaged(e.to_string()),
+        Err(BodyError::Output(e)) => Refused::from_spool(e),
+        Err(BodyError::Busy) => Refused::Busy,
+    };
+    body.drain(limit).await;
+    // Before its host key: the client shows a 200's text, but this one has
+    // no user to name in the log.
+    Err(crate::error::Failure::bad_request(refused.message()))
+}
+
 pub async fn upload(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
     let zstd = call.zstd();
     let limit = call.service.collection_limit();
     let dir = account.dir.clone();
-    let mut body = call.take_body();
-    // Receiving takes the longest and touches only a temp file: the user's
-    // other requests need not wait for it.
-    let received = receive(dir, &mut body, zstd, limit).await;
-    let received = match received {
-        Ok(received) => received,
-        Err(refused) => return Ok(refuse_upload(account, refused, zstd).await),
+    let received = match call.legacy_upload.take() {
+        // An old client's form, spooled before its host key was known.
+        Some(received) => received,
+        None => {
+            let mut body = call.take_body();
+            // Receiving takes the longest and touches only a temp file: the
+            // user's other requests need not wait for it.
+            match receive(dir, &mut body, zstd, limit).await {
+                Ok(received) => received,
+                Err(refused) => return Ok(refuse_upload(account, refused, zstd).await),
+            }
+        }
     };
 
     // The body is in. Checking and installing it can take a while on an SD

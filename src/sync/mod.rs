@@ -127,6 +127,8 @@ pub struct Call {
     body: Option<Incoming>,
     /// The endpoint's body limit (see [`Endpoint::body_limit`]).
     limit: u64,
+    /// An old client's upload, received before its host key was read.
+    pub legacy_upload: Option<crate::collection::upload::Received>,
 }
 
 impl Call {
@@ -275,6 +277,7 @@ async fn dispatch(
     // Pre-v11 desktop releases start media sync with `GET ?k=<host key>&v=..`.
     let mut query_version = None;
     let mut legacy_payload = None;
+    let mut legacy_upload = None;
     // Holds a legacy payload's memory until the request is answered.
     let mut legacy_charge = None;
     let header = if endpoint == Endpoint::Media(MediaMethod::Begin) && req.method() == Method::Get {
@@ -292,41 +295,48 @@ async fn dispatch(
     } else if let Some(content_type) = legacy_form(req) {
         // Sync versions 8 to 10: the header's fields come in the form, after
         // the payload, so the whole form is read first.
-        if endpoint == Endpoint::Sync(SyncMethod::Upload) {
-            return Err(Failure::too_old(
-                "full syncs with this Anki version are not supported yet: please update Anki",
-            ));
-        }
         let limit = endpoint.body_limit(service.collection_limit());
         let mut form = Incoming::new(
             req.take_body(),
             line.received.clone(),
             service.budget.clone(),
         );
-        let (fields, data) = form.read_form(&content_type, limit).await?;
-        let payload = match (fields.data, fields.get("c")) {
-            // AnkiDroid leaves `data` out of a request without arguments.
-            (false, _) => b"{}".to_vec(),
-            // `c` says gzip; media uploads leave it out (their zip is sent
-            // as it is).
-            (true, None | Some("0")) => data,
-            (true, Some(_)) => {
-                let mut charge = service.budget.charge();
-                let (payload, charge) = blocking(move || {
-                    let payload = gunzip(&data, limit.saturating_mul(3), &mut charge)?;
-                    Ok::<_, Failure>((payload, charge))
-                })
-                .await?;
-                legacy_charge = Some(charge);
-                payload
+        if endpoint == Endpoint::Sync(SyncMethod::Upload) {
+            // The collection goes to a temp file in the data folder: whose
+            // it is, the form says only after it.
+            let base = service.config.base.clone();
+            let (received, fields) =
+                full::receive_form(base, &mut form, &content_type, service.collection_limit())
+                    .await?;
+            legacy_upload = Some(received);
+            legacy_payload = Some(Vec::new());
+            SyncHeader::from_form(&fields)
+        } else {
+            let (fields, data) = form.read_form(&content_type, limit).await?;
+            let payload = match (fields.data, fields.get("c")) {
+                // AnkiDroid leaves `data` out of a request without arguments.
+                (false, _) => b"{}".to_vec(),
+                // `c` says gzip; media uploads leave it out (their zip is sent
+                // as it is).
+                (true, None | Some("0")) => data,
+                (true, Some(_)) => {
+                    let mut charge = service.budget.charge();
+                    let (payload, charge) = blocking(move || {
+                        let payload = gunzip(&data, limit.saturating_mul(3), &mut charge)?;
+                        Ok::<_, Failure>((payload, charge))
+                    })
+                    .await?;
+                    legacy_charge = Some(charge);
+                    payload
+                }
+            };
+            legacy_payload = Some(payload);
+            if endpoint == Endpoint::Media(MediaMethod::Begin) {
+                // The client's version is a field of the form, not in `data`.
+                query_version = Some(fields.get("v").unwrap_or_default().to_owned());
             }
-        };
-        legacy_payload = Some(payload);
-        if endpoint == Endpoint::Media(MediaMethod::Begin) {
-            // The client's version is a field of the form, not in `data`.
-            query_version = Some(fields.get("v").unwrap_or_default().to_owned());
+            SyncHeader::from_form(&fields)
         }
-        SyncHeader::from_form(&fields)
     } else {
         SyncHeader::parse(req.header(framing::SYNC_HEADER).map(|v| v.as_str()))?
     };
@@ -343,6 +353,7 @@ async fn dispatch(
         peer,
         body: Some(Incoming::new(body, received, service.budget.clone())),
         limit: endpoint.body_limit(service.collection_limit()),
+        legacy_upload,
     };
     let outcome = answer(service, &mut call, endpoint, query_version, line).await;
     if !legacy {

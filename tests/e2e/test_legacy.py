@@ -69,15 +69,32 @@ def test_media_goes_both_ways_between_old_clients(either, tmp_path):
     assert second["media"] == first["media"] == ["old 0.txt", "old 1.txt", "old 2.txt"]
 
 
-def test_full_sync_of_an_old_client(either, tmp_path):
-    # Schema-11 full syncs are not written yet (issue 15): leitner answers
-    # 501, which the client shows as "please update"; the official server
-    # takes the upload.
-    up = old_client(either, tmp_path / "a", "login", "add:5", "sync", "upload", "state")
-    if isinstance(either, OfficialServer):
-        assert up.get("upload") is True, up
-    else:
-        assert "too old" in up["error"], up
+def test_an_old_client_uploads_and_syncs_beside_a_current_one(either, tmp_path):
+    # An old client's collection arrives in schema 11 and is stored in schema
+    # 18; a current client downloads it, then both sync incrementally.
+    old = tmp_path / "old"
+    up = old_client(either, old, "login", "add:5", "sync", "upload", "state")
+    assert up == {"login": True, "sync": str(Changes.FULL_UPLOAD), "upload": True, "notes": 5,
+                  "media": []}, up
+
+    current = Device(tmp_path / "current")
+    auth = current.login(either)
+    assert current.sync(auth) == Changes.FULL_DOWNLOAD
+    current.full_sync(auth, upload=False)
+    assert current.col.note_count() == 5
+
+    got = old_client(either, old, "login", "add:2", "sync", "state")
+    assert got == {"login": True, "sync": str(Changes.NO_CHANGES), "notes": 7, "media": []}, got
+    assert current.sync(auth) == Changes.NO_CHANGES
+    next_second()
+    note = current.col.new_note(current.col.models.by_name("Basic"))
+    note["Front"] = "from the current client"
+    current.col.add_note(note, 1)
+    assert current.sync(auth) == Changes.NO_CHANGES
+    got = old_client(either, old, "login", "sync", "state")
+    assert got["notes"] == current.col.note_count() == 8, got
+    current.close()
+    assert_converged(tmp_path / "current" / "collection.anki2", old / "collection.anki2")
 
 
 class Folder:
@@ -117,9 +134,14 @@ def test_an_old_client_downloads_and_syncs_beside_a_current_one(either, tmp_path
     assert got["notes"] == current.col.note_count(), got
     current.close()
 
+    assert_converged(current.path, old / "collection.anki2")
+
+
+def assert_converged(current: Path, old: Path) -> None:
+    """Both collections hold the same, as far as the old client can hold it."""
     known = old_field_numbers()
-    mine = representable(synced_content(current), known)
-    theirs = representable(synced_content(Folder(old / "collection.anki2")), known)
+    mine = representable(synced_content(Folder(current)), known)
+    theirs = representable(synced_content(Folder(old)), known)
     differ = {t: ([r for r in mine[t] if r not in theirs[t]], [r for r in theirs[t] if r not in mine[t]])
               for t in mine if mine[t] != theirs[t]}
     assert not differ, differ
