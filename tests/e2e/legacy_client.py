@@ -5,7 +5,8 @@ PASSWORD STEP...`, the server in SYNC_ENDPOINT / SYNC_ENDPOINT_MEDIA (these
 clients take their server from the environment, not from the login).
 Prints one JSON object: what each step saw, or the error it raised.
 
-Steps: `login`; `add:N` (N notes); `media-add:N` (N small files, then a
+Steps: `login`; `add:N` (N notes); `remove:N` (the N oldest notes);
+`media-add:N` (N small files, then a
 second's wait: these clients notice new files by the folder's mtime in whole
 seconds); `sync` (a normal sync; what it says is needed); `upload`,
 `download` (full syncs); `media` (a media sync); `state` (note count and
@@ -36,6 +37,8 @@ def main() -> None:
                     note = col.new_note(model)
                     note["Front"] = f"old client {i} {time.time_ns()}"
                     col.add_note(note, 1)
+            elif name == "remove":
+                col.remove_notes(sorted(col.find_notes(""))[: int(arg)])
             elif name == "media-add":
                 for i in range(int(arg)):
                     with open(os.path.join(col.media.dir(), f"old {i}.txt"), "w") as f:

@@ -126,6 +126,16 @@ def test_an_old_client_uploads_and_syncs_beside_a_current_one(either, tmp_path):
     assert current.sync(auth) == Changes.NO_CHANGES
     got = old_client(either, old, "login", "sync", "state")
     assert got["notes"] == current.col.note_count() == 8, got
+
+    # Deletions (graves) both ways.
+    got = old_client(either, old, "login", "remove:2", "sync", "state")
+    assert got["notes"] == 6, got
+    assert current.sync(auth) == Changes.NO_CHANGES
+    assert current.col.note_count() == 6
+    current.col.remove_notes(current.col.find_notes("")[:1])
+    assert current.sync(auth) == Changes.NO_CHANGES
+    got = old_client(either, old, "login", "sync", "state")
+    assert got["notes"] == current.col.note_count() == 5, got
     current.close()
     assert_converged(tmp_path / "current" / "collection.anki2", old / "collection.anki2")
 
