@@ -52,6 +52,12 @@ impl Service {
     /// crash interrupted. Blocking.
     pub fn new(config: Config, activity: Arc<Activity>) -> io::Result<Service> {
         std::fs::create_dir_all(&config.base)?;
+        // An old client's upload arrives here before its user is known; a
+        // command may be writing the users store beside it, so only what a
+        // dead process left goes.
+        for stale in crate::durable::stale_temps(&config.base) {
+            let _ = crate::durable::remove_if_present(&stale);
+        }
         let users =
             Users::new(config.users.clone(), config.base.clone()).map_err(io::Error::other)?;
         let seen = crate::data_dir::load_seen(&config.base);
