@@ -119,11 +119,7 @@ def test_an_old_client_uploads_and_syncs_beside_a_current_one(either, tmp_path):
     got = old_client(either, old, "login", "add:2", "sync", "state")
     assert got == {"login": True, "sync": str(Changes.NO_CHANGES), "notes": 7, "media": []}, got
     assert current.sync(auth) == Changes.NO_CHANGES
-    next_second()
-    note = current.col.new_note(current.col.models.by_name("Basic"))
-    note["Front"] = "from the current client"
-    current.col.add_note(note, 1)
-    assert current.sync(auth) == Changes.NO_CHANGES
+    add_and_sync(current, auth)
     got = old_client(either, old, "login", "sync", "state")
     assert got["notes"] == current.col.note_count() == 8, got
 
@@ -138,6 +134,15 @@ def test_an_old_client_uploads_and_syncs_beside_a_current_one(either, tmp_path):
     assert got["notes"] == current.col.note_count() == 5, got
     current.close()
     assert_converged(tmp_path / "current" / "collection.anki2", old / "collection.anki2")
+
+
+def add_and_sync(current: Device, auth) -> None:
+    """The current client adds a note and syncs it up."""
+    next_second()
+    note = current.col.new_note(current.col.models.by_name("Basic"))
+    note["Front"] = "from the current client"
+    current.col.add_note(note, 1)
+    assert current.sync(auth) == Changes.NO_CHANGES
 
 
 class Folder:
@@ -168,11 +173,7 @@ def test_an_old_client_downloads_and_syncs_beside_a_current_one(either, tmp_path
     assert current.sync(auth) == Changes.NO_CHANGES
     assert current.col.note_count() == got["notes"]
 
-    next_second()
-    note = current.col.new_note(current.col.models.by_name("Basic"))
-    note["Front"] = "from the current client"
-    current.col.add_note(note, 1)
-    assert current.sync(auth) == Changes.NO_CHANGES
+    add_and_sync(current, auth)
     got = old_client(either, old, "login", "sync", "state")
     assert got["notes"] == current.col.note_count(), got
     current.close()
