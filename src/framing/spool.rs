@@ -33,11 +33,13 @@ impl SpoolError {
         if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<SpoolError>()) {
             return Some(*inner);
         }
-        matches!(
+        // The parser's and the decoder's own failures; the file's (OS
+        // errors) are not the data's fault.
+        let parsing = matches!(
             e.kind(),
             io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput
-        )
-        .then_some(SpoolError::Damaged)
+        );
+        (parsing && e.raw_os_error().is_none()).then_some(SpoolError::Damaged)
     }
 }
 

@@ -29,25 +29,18 @@ pub const DISK_FULL: &str = "The server's disk is full. Nothing was changed on t
 
 impl From<std::io::Error> for Refused {
     fn from(e: std::io::Error) -> Refused {
-        if crate::durable::is_disk_full(&e) {
-            Refused::DiskFull
-        } else {
-            Refused::Io(e)
+        use framing::spool::SpoolError;
+        match SpoolError::of(&e) {
+            // Writing an old client's form to its file (`receive_form`).
+            Some(SpoolError::TooLarge { limit }) => Refused::TooLarge { limit },
+            Some(SpoolError::Damaged) => Refused::Damaged(e.to_string()),
+            None if crate::durable::is_disk_full(&e) => Refused::DiskFull,
+            None => Refused::Io(e),
         }
     }
 }
 
 impl Refused {
-    /// Why writing an old client's form to its file failed.
-    fn from_spool(e: std::io::Error) -> Refused {
-        use framing::spool::SpoolError;
-        match SpoolError::of(&e) {
-            Some(SpoolError::TooLarge { limit }) => Refused::TooLarge { limit },
-            Some(SpoolError::Damaged) => Refused::Damaged(e.to_string()),
-            None => Refused::from(e),
-        }
-    }
-
     fn message(&self) -> String {
         match self {
             Refused::TooLarge { limit } => format!(
@@ -75,20 +68,9 @@ async fn receive(
     zstd: bool,
     limit: u64,
 ) -> Result<upload::Received, Refused> {
-    let (received, out) = blocking(move || upload::Received::create(&dir)).await?;
-    let refused = match body.copy_into(zstd, limit, out).await {
-        Ok(out) => {
-            blocking(move || out.finish()).await?;
-            return Ok(received);
-        }
-        Err(BodyError::TooLarge) => Refused::TooLarge { limit },
-        Err(BodyError::Malformed(e)) => return Err(Refused::Damaged(e.to_string())),
-        Err(BodyError::Output(e)) => Refused::from(e),
-        Err(BodyError::Busy) => Refused::Busy,
-    };
-    // Let the client finish sending so it reads our answer.
-    body.drain(limit).await;
-    Err(refused)
+    let (received, ()) =
+        receive_through(dir, body, zstd, limit, |out| out, |out| out.finish()).await?;
+    Ok(received)
 }
 
 /// Receives an old client's upload form (sync versions 8 to 10): the
@@ -103,30 +85,48 @@ pub async fn receive_form(
 ) -> Outcome<(upload::Received, framing::multipart::Fields)> {
     let form = framing::multipart::Form::new(content_type)
         .map_err(|e| crate::error::Failure::bad_request(e.to_string()))?;
+    let spool = move |out| framing::spool::Spool::new(form, out, limit);
+    let finish = |spool: framing::spool::Spool<upload::Writer>| {
+        let (fields, out) = spool.finish()?;
+        out.finish()?;
+        Ok(fields)
+    };
+    receive_through(dir, body, false, limit, spool, finish)
+        .await
+        // The fields, the host key among them, come after the file: a
+        // refused file leaves no user to answer as a current client is
+        // answered (a 200 whose text is shown), so a plain 400 says why.
+        .map_err(|refused| crate::error::Failure::bad_request(refused.message()))
+}
+
+/// Streams `body` (through zstd when `zstd`) into `wrap` of a new temp file
+/// in `dir`, then `finish`es it on the blocking pool; on refusal, lets the
+/// client finish sending so it reads the answer.
+async fn receive_through<S, T>(
+    dir: std::path::PathBuf,
+    body: &mut Incoming,
+    zstd: bool,
+    limit: u64,
+    wrap: impl FnOnce(upload::Writer) -> S,
+    finish: impl FnOnce(S) -> std::io::Result<T> + Send + 'static,
+) -> Result<(upload::Received, T), Refused>
+where
+    S: std::io::Write + Send + 'static,
+    T: Send + 'static,
+{
     let (received, out) = blocking(move || upload::Received::create(&dir)).await?;
-    let spool = framing::spool::Spool::new(form, out, limit);
-    let refused = match body.copy_into(false, limit, spool).await {
-        Ok(spool) => {
-            let finished = blocking(move || {
-                let (fields, out) = spool.finish()?;
-                out.finish()?;
-                Ok::<_, std::io::Error>(fields)
-            })
-            .await;
-            match finished {
-                Ok(fields) => return Ok((received, fields)),
-                Err(e) => Refused::from_spool(e),
-            }
-        }
+    let refused = match body.copy_into(zstd, limit, wrap(out)).await {
+        Ok(sink) => match blocking(move || finish(sink)).await {
+            Ok(done) => return Ok((received, done)),
+            Err(e) => Refused::from(e),
+        },
         Err(BodyError::TooLarge) => Refused::TooLarge { limit },
-        Err(BodyError::Malformed(e)) => Refused::Damaged(e.to_string()),
-        Err(BodyError::Output(e)) => Refused::from_spool(e),
+        Err(BodyError::Malformed(e)) => return Err(Refused::Damaged(e.to_string())),
+        Err(BodyError::Output(e)) => Refused::from(e),
         Err(BodyError::Busy) => Refused::Busy,
     };
     body.drain(limit).await;
-    // Before its host key: the client shows a 200's text, but this one has
-    // no user to name in the log.
-    Err(crate::error::Failure::bad_request(refused.message()))
+    Err(refused)
 }
 
 pub async fn upload(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {

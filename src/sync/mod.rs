@@ -282,10 +282,8 @@ async fn dispatch(
 
     // Pre-v11 desktop releases start media sync with `GET ?k=<host key>&v=..`.
     let mut query_version = None;
-    let mut legacy_payload = None;
-    let mut legacy_upload = None;
-    // Holds a legacy payload's memory until the request is answered.
-    let mut legacy_charge = None;
+    // An old client's form; it holds its payload's memory until answered.
+    let mut legacy = None;
     let header = if endpoint == Endpoint::Media(MediaMethod::Begin) && req.method() == Method::Get {
         let mut host_key = String::new();
         let mut version = String::new();
@@ -299,58 +297,23 @@ async fn dispatch(
         query_version = Some(version.clone());
         SyncHeader::legacy(host_key, version)
     } else if let Some(content_type) = legacy_form(req) {
-        // Sync versions 8 to 10: the header's fields come in the form, after
-        // the payload, so the whole form is read first.
-        let limit = endpoint.body_limit(service.collection_limit());
-        let mut form = Incoming::new(
-            req.take_body(),
-            line.received.clone(),
-            service.budget.clone(),
-        );
-        if endpoint == Endpoint::Sync(SyncMethod::Upload) {
-            // The collection goes to a temp file in the data folder: whose
-            // it is, the form says only after it.
-            let base = service.config.base.clone();
-            let (received, fields) =
-                full::receive_form(base, &mut form, &content_type, service.collection_limit())
-                    .await?;
-            legacy_upload = Some(received);
-            legacy_payload = Some(Vec::new());
-            SyncHeader::from_form(&fields)
-        } else {
-            let (fields, data) = form.read_form(&content_type, limit).await?;
-            let payload = match (fields.data, fields.get("c")) {
-                // AnkiDroid leaves `data` out of a request without arguments.
-                (false, _) => b"{}".to_vec(),
-                // `c` says gzip; media uploads leave it out (their zip is sent
-                // as it is).
-                (true, None | Some("0")) => data,
-                (true, Some(_)) => {
-                    let mut charge = service.budget.charge();
-                    let (payload, charge) = blocking(move || {
-                        let payload = gunzip(&data, limit.saturating_mul(3), &mut charge)?;
-                        Ok::<_, Failure>((payload, charge))
-                    })
-                    .await?;
-                    legacy_charge = Some(charge);
-                    payload
-                }
-            };
-            legacy_payload = Some(payload);
-            if endpoint == Endpoint::Media(MediaMethod::Begin) {
-                // The client's version is a field of the form, not in `data`.
-                query_version = Some(fields.get("v").unwrap_or_default().to_owned());
-            }
-            SyncHeader::from_form(&fields)
+        let form = read_legacy_form(service, req, endpoint, &content_type, line).await?;
+        if endpoint == Endpoint::Media(MediaMethod::Begin) {
+            // The client's version is a field of the form, not in `data`.
+            query_version = Some(form.fields.get("v").unwrap_or_default().to_owned());
         }
+        let header = SyncHeader::from_form(&form.fields);
+        legacy = Some(form);
+        header
     } else {
         SyncHeader::parse(req.header(framing::SYNC_HEADER).map(|v| v.as_str()))?
     };
-    let _legacy_charge = legacy_charge;
-    let legacy = legacy_payload.is_some();
-    let (body, received) = match legacy_payload {
+    let (body, received) = match legacy.as_mut() {
         // Its bytes were counted as the form arrived.
-        Some(payload) => (http_types::Body::from_bytes(payload), Arc::default()),
+        Some(form) => (
+            http_types::Body::from_bytes(std::mem::take(&mut form.payload)),
+            Arc::default(),
+        ),
         None => (req.take_body(), line.received.clone()),
     };
     let mut call = Call {
@@ -359,10 +322,10 @@ async fn dispatch(
         peer,
         body: Some(Incoming::new(body, received, service.budget.clone())),
         limit: endpoint.body_limit(service.collection_limit()),
-        legacy_upload,
+        legacy_upload: legacy.as_mut().and_then(|form| form.upload.take()),
     };
     let outcome = answer(service, &mut call, endpoint, query_version, line).await;
-    if !legacy {
+    if legacy.is_none() {
         // What the answer did not read goes back, for the connection to
         // finish reading before the answer goes (see `server::connection`).
         if let Some(unread) = call.body.take() {
@@ -370,6 +333,70 @@ async fn dispatch(
         }
     }
     outcome
+}
+
+/// An old client's request (sync versions 8 to 10), read from its form.
+struct LegacyForm {
+    fields: crate::framing::multipart::Fields,
+    /// `data`, un-gzipped (an upload's goes to `upload` instead).
+    payload: Vec<u8>,
+    /// The payload's memory, charged to the budget.
+    _charge: Option<crate::body::Charge>,
+    upload: Option<crate::collection::upload::Received>,
+}
+
+/// Reads an old client's form: its fields come after the payload, so the
+/// whole form is read first (a full upload's file into a temp file in the
+/// data folder, as whose it is shows only at its end).
+async fn read_legacy_form(
+    service: &Arc<Service>,
+    req: &mut Request,
+    endpoint: Endpoint,
+    content_type: &str,
+    line: &RequestLine,
+) -> Outcome<LegacyForm> {
+    let mut form = Incoming::new(
+        req.take_body(),
+        line.received.clone(),
+        service.budget.clone(),
+    );
+    if endpoint == Endpoint::Sync(SyncMethod::Upload) {
+        let base = service.config.base.clone();
+        let (received, fields) =
+            full::receive_form(base, &mut form, content_type, service.collection_limit()).await?;
+        return Ok(LegacyForm {
+            fields,
+            payload: Vec::new(),
+            _charge: None,
+            upload: Some(received),
+        });
+    }
+    let limit = endpoint.body_limit(service.collection_limit());
+    let (fields, data) = form.read_form(content_type, limit).await?;
+    let mut charge = None;
+    let payload = match (fields.data, fields.get("c")) {
+        // AnkiDroid leaves `data` out of a request without arguments.
+        (false, _) => b"{}".to_vec(),
+        // `c` says gzip; media uploads leave it out (their zip is sent as
+        // it is).
+        (true, None | Some("0")) => data,
+        (true, Some(_)) => {
+            let mut held = service.budget.charge();
+            let (payload, held) = blocking(move || {
+                let payload = gunzip(&data, limit.saturating_mul(3), &mut held)?;
+                Ok::<_, Failure>((payload, held))
+            })
+            .await?;
+            charge = Some(held);
+            payload
+        }
+    };
+    Ok(LegacyForm {
+        fields,
+        payload,
+        _charge: charge,
+        upload: None,
+    })
 }
 
 /// Answers an authenticated endpoint (or a login).
