@@ -70,9 +70,7 @@ pub fn downgraded_copy(conn: &Connection, dir: &Path) -> Result<Downgraded, Stor
     })();
     let _ = durable::remove_if_present(&temp);
     for suffix in ["-journal", "-wal", "-shm"] {
-        let mut side = temp.clone().into_os_string();
-        side.push(suffix);
-        let _ = durable::remove_if_present(Path::new(&side));
+        let _ = durable::remove_if_present(&super::sidecar(&temp, suffix));
     }
     made
 }

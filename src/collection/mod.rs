@@ -130,6 +130,13 @@ fn create(dir: &Path, path: &Path) -> Result<(), StoreError> {
     result
 }
 
+/// A database file's companion: `-wal`, `-shm`, `-journal`.
+pub(crate) fn sidecar(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    std::path::PathBuf::from(name)
+}
+
 /// Folds the WAL into the main file, so the main file alone is the collection.
 pub fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
     let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-use super::{register_unicase, schema, snapshots, FILE_NAME};
+use super::{register_unicase, schema, sidecar, snapshots, FILE_NAME};
 use crate::durable;
 
 /// An uploaded collection in its temp file, removed on drop unless installed.
@@ -227,10 +227,4 @@ pub fn install(dir: &Path, received: &mut Received) -> io::Result<Option<PathBuf
     let temp = received.path.take().expect("installed once");
     durable::commit_rename(&temp, &live)?;
     Ok(snapshot)
-}
-
-fn sidecar(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
 }
