@@ -26,6 +26,16 @@ pub const LOCK_FILE: &str = "leitner.lock";
 pub const CONTROL_SOCKET: &str = "leitner.sock";
 /// When each user last synced and with which client, saved at shutdown.
 pub const SEEN_FILE: &str = "leitner-seen.json";
+/// The highest data format a leitner has used in this folder (see [`FORMAT`]).
+pub const FORMAT_FILE: &str = "leitner-format";
+
+/// The data folder's format, as this leitner reads and writes it. It rises
+/// only with a change that an older leitner could not read; everything else
+/// (new optional files, new JSON fields with defaults) keeps it. The image's
+/// slots record it, so that going back to an older system is refused when
+/// that system would not read the data (ARCHITECTURE.md, "Data across
+/// versions").
+pub const FORMAT: u32 = 1;
 
 /// Whether `name` would collide with leitner's own files, so cannot be a
 /// user: anything starting with `leitner-` or `leitner.`, and temp names.
@@ -68,6 +78,40 @@ pub fn lock(base: &Path) -> io::Result<DirLock> {
     }
 }
 
+/// Checks that this leitner can read the folder, and records its format
+/// there when it is the first, or a newer, leitner to use it (so the file is
+/// written once per format, not per start). Blocking; called with the lock.
+pub fn claim_format(base: &Path) -> io::Result<()> {
+    let path = base.join(FORMAT_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let found: u32 = text.trim().parse().map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: not a format number", path.display()),
+                )
+            })?;
+            if found > FORMAT {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{} was written by a newer leitner (data format {found}); this one \
+                         reads format {FORMAT} at most: run the newer leitner, or restore \
+                         a backup made with this one",
+                        base.display()
+                    ),
+                ));
+            }
+            if found == FORMAT {
+                return Ok(());
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    durable::replace(&path, format!("{FORMAT}\n").as_bytes())
+}
+
 /// What the server last saw of a user: when, and which client.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Seen {
@@ -108,6 +152,7 @@ mod tests {
         for name in [
             USERS_FILE,
             LOCK_FILE,
+            FORMAT_FILE,
             CONTROL_SOCKET,
             SEEN_FILE,
             "x.leitner-tmp",
@@ -142,5 +187,36 @@ mod tests {
         );
         save_seen(dir.path(), &seen).unwrap();
         assert_eq!(load_seen(dir.path()), seen);
+    }
+
+    #[test]
+    fn the_format_is_recorded_once_and_a_newer_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FORMAT_FILE);
+        claim_format(dir.path()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{FORMAT}\n")
+        );
+        let written = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        claim_format(dir.path()).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().modified().unwrap(),
+            written
+        );
+
+        std::fs::write(&path, "0\n").unwrap();
+        claim_format(dir.path()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{FORMAT}\n")
+        );
+
+        std::fs::write(&path, format!("{}\n", FORMAT + 1)).unwrap();
+        let refused = claim_format(dir.path()).unwrap_err().to_string();
+        assert!(refused.contains("newer leitner"), "{refused}");
+        std::fs::write(&path, "two").unwrap();
+        assert!(claim_format(dir.path()).is_err());
     }
 }

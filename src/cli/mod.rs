@@ -8,6 +8,7 @@ mod check;
 mod serve;
 mod snapshot;
 mod status;
+mod system;
 mod terminal;
 mod user;
 
@@ -36,6 +37,10 @@ commands:
   restore-backup ARCHIVE     put a backup into an empty or stopped data directory
   check [--repair]           check every collection, media database and media folder
   hash-password              read a password on stdin, print a PHC hash (PASSWORDS_HASHED)
+  system status|update|rollback
+                             the appliance image's system slots and updates
+                             (`leitner system --help`; on the image only)
+  data-format                print the data folder format this leitner reads and writes
   --version                  print the version
 
 `leitner COMMAND --help` tells more. Run the commands as the user that owns
@@ -71,6 +76,11 @@ pub fn main() -> ExitCode {
         "backup" => backup::backup(args),
         "restore-backup" => backup::restore(args),
         "check" => check::run(args),
+        "system" => system::run(args),
+        "data-format" => {
+            println!("{}", crate::data_dir::FORMAT);
+            Ok(())
+        }
         "--version" | "-V" | "version" => {
             println!("leitner {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -220,7 +220,12 @@ pub async fn serve(
     // Nothing of the data directory is touched before its lock is ours: a
     // management command working without a server finishes first.
     let base = config.base.clone();
-    let _lock = sync::blocking(move || lock_data_dir(&base)).await?;
+    let _lock = sync::blocking(move || {
+        let lock = lock_data_dir(&base)?;
+        crate::data_dir::claim_format(&base)?;
+        Ok::<_, io::Error>(lock)
+    })
+    .await?;
     let service = {
         let activity = activity.clone();
         Arc::new(sync::blocking(move || Service::new(config, activity)).await?)
