@@ -7,8 +7,6 @@ ssh, an idle spell, a reboot, a power cut in the middle of a sync.
 
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -16,15 +14,14 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-from anki.sync_pb2 import SyncAuth, SyncCollectionResponse  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from board import IMAGE, Pi, login  # noqa: E402
+from anki.sync_pb2 import SyncCollectionResponse  # noqa: E402
 
-from harness import Device, assert_same, free_port, make_rich_collection, wait_for  # noqa: E402
+from harness import Device, assert_same, make_rich_collection, wait_for  # noqa: E402
 
 Changes = SyncCollectionResponse.ChangesRequired
-IMAGE = os.environ.get("LEITNER_IMAGE")
 WORK = Path(__file__).resolve().parents[2] / "target" / "image-test"
-BOOT_OFFSET = 8192 * 512  # the FAT partition, as image/build lays it out
 SETTLE_SECS = 120  # /data's commit=60 s, then the metadata written home
 IDLE_EXIT_SECS = 300  # leitner's default LEITNER_IDLE_EXIT_SECS
 IDLE_SECS = int(os.environ.get("LEITNER_IMAGE_IDLE_SECS", "150"))
@@ -32,98 +29,20 @@ FIGURES: dict[str, str] = {}
 pytestmark = pytest.mark.skipif(not IMAGE, reason="run by image/test")
 
 
-class Pi:
-    """The emulated board: its card (a copy of the image) and its power."""
-
-    def __init__(self):
-        WORK.mkdir(parents=True, exist_ok=True)
-        self.card = WORK / "card.img"
-        self.key = WORK / "id_ed25519"
-        self.ssh_port, self.http_port = free_port(), free_port()
-        self.proc = None
-        self.boots = 0
-
-    def flash(self):
-        """As a user would: write the image, then edit leitner.txt on BOOT."""
-        with open(self.card, "wb") as out:
-            subprocess.run(["xz", "-dc", IMAGE], stdout=out, check=True)
-        if not self.key.exists():
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)], check=True)
-        config = WORK / "leitner.txt"
-        pub = Path(f"{self.key}.pub").read_text().strip()
-        config.write_text(
-            "# edited on a laptop\r\n"
-            "hostname=leitner-test\r\n"
-            "user=alice:secret\r\n"
-            f"ssh_key={pub}\r\n"
-            "timezone=Europe/Berlin\r\n"
-            "this line is a mistake\r\n"
-        )
-        self.mtools("mcopy", "-o", str(config), "::leitner.txt")
-        # A card larger than the image: the data partition grows into it.
-        subprocess.run(["qemu-img", "resize", "-q", "-f", "raw", str(self.card), "+1G"], check=True)
-
-    def mtools(self, *args, text=False):
-        command, *rest = args
-        return subprocess.run([command, "-i", f"{self.card}@@{BOOT_OFFSET}", *rest], check=True,
-                              capture_output=True, env={**os.environ, "MTOOLS_SKIP_CHECK": "1"},
-                              text=text).stdout
-
-    def power_on(self):
-        """Boots as the Pi's firmware does: the kernel, initrd and command
-        line from the boot partition as they are now."""
-        for name, src in [("vmlinuz", "::vmlinuz-*"), ("initrd", "::initrd.img-*")]:
-            listing = self.mtools("mdir", "-b", "::", text=True).split()
-            match = [f for f in listing if Path(f).name.startswith(src[2:-1])]
-            self.mtools("mcopy", "-o", "-n", match[0], str(WORK / name))
-        cmdline = self.mtools("mtype", "::cmdline.txt", text=True).replace("\r", "").replace("\n", " ")
-        self.serial = WORK / f"serial-{self.boots}.log"
-        self.boots += 1
-        self.proc = subprocess.Popen([
-            "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1024",
-            "-accel", "tcg,thread=multi", "-kernel", str(WORK / "vmlinuz"), "-initrd", str(WORK / "initrd"),
-            "-append", f"{cmdline} console=ttyAMA0",
-            "-drive", f"if=none,file={self.card},format=raw,id=d0", "-device", "virtio-blk-pci,drive=d0",
-            "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.http_port}-:8080,"
-                       f"hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22",
-            "-device", "virtio-net-pci,netdev=n0,romfile=",
-            "-display", "none", "-serial", f"file:{self.serial}", "-monitor", "none", "-no-reboot",
-        ])
-        started = time.monotonic()
-        # The forwarder accepts before the guest listens: wait for real answers.
-        assert wait_for(lambda: self.ssh("true", check=False).returncode == 0, timeout=300, step=2), \
-            self.serial.read_text()[-4000:]
-        return time.monotonic() - started
-
-    def cut_power(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def shut_down(self):
-        self.ssh("sudo systemctl poweroff", check=False)
-        self.proc.wait(timeout=120)
-
-    def ssh(self, command: str, check=True) -> subprocess.CompletedProcess:
-        done = subprocess.run(
-            ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-             "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10", "-i", str(self.key), "-p", str(self.ssh_port),
-             "admin@127.0.0.1", command], capture_output=True, text=True, timeout=300)
-        if check and done.returncode != 0:
-            raise AssertionError(f"{command}: exit {done.returncode}\n{done.stdout}{done.stderr}")
-        return done
-
-    @property
-    def endpoint(self):
-        return f"http://127.0.0.1:{self.http_port}/"
-
-    def data_sectors_written(self) -> int:
-        return int(self.ssh("cat /sys/block/vda/vda3/stat").stdout.split()[6])
+LEITNER_TXT = (
+    "# edited on a laptop\r\n"
+    "hostname=leitner-test\r\n"
+    "user=alice:secret\r\n"
+    "ssh_key={ssh_key}\r\n"
+    "timezone=Europe/Berlin\r\n"
+    "this line is a mistake\r\n"
+)
 
 
 @pytest.fixture(scope="module")
 def pi():
-    board = Pi()
-    board.flash()
+    board = Pi(WORK)
+    board.flash(LEITNER_TXT)
     yield board
     if board.proc and board.proc.poll() is None:
         board.cut_power()
@@ -132,11 +51,6 @@ def pi():
 
 class State:
     pass
-
-
-def login(dev: Device, pi: Pi) -> SyncAuth:
-    hkey = dev.col.sync_login(username="alice", password="secret", endpoint=pi.endpoint).hkey
-    return SyncAuth(hkey=hkey, endpoint=pi.endpoint, io_timeout_secs=120)
 
 
 def test_first_boot_applies_leitner_txt(pi, tmp_path_factory):

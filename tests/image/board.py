@@ -1,0 +1,134 @@
+"""The emulated board the image tests run on: a card (a copy of the image)
+in qemu's virt machine, started by Debian's U-Boot for qemu running the
+image's own boot script, as the Pi's U-Boot does (image/boot/boot.cmd).
+
+Used by test_image.py and test_updates.py (run by image/test and
+image/test-updates, which set LEITNER_IMAGE and LEITNER_UBOOT).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+from anki.sync_pb2 import SyncAuth  # noqa: E402
+
+from harness import Device, free_port, wait_for  # noqa: E402
+
+IMAGE = os.environ.get("LEITNER_IMAGE")
+UBOOT = os.environ.get("LEITNER_UBOOT")
+ROOT = Path(__file__).resolve().parents[2]
+BOOT_OFFSET = 8192 * 512  # the FAT partition, as image/build lays it out
+DATA_PARTITION = "vda4"
+
+
+class Pi:
+    """The emulated board: its card and its power."""
+
+    def __init__(self, work: Path):
+        self.work = work
+        work.mkdir(parents=True, exist_ok=True)
+        self.card = work / "card.img"
+        self.key = work / "id_ed25519"
+        self.ssh_port, self.http_port = free_port(), free_port()
+        self.proc = None
+        self.boots = 0
+        self.serial = work / "serial-0.log"
+
+    def flash(self, leitner_txt: str | None = None):
+        """As a user would: write the image, then edit leitner.txt on BOOT."""
+        with open(self.card, "wb") as out:
+            subprocess.run(["xz", "-dc", IMAGE], stdout=out, check=True)
+        if not self.key.exists():
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)], check=True)
+        pub = Path(f"{self.key}.pub").read_text().strip()
+        config = self.work / "leitner.txt"
+        config.write_text(leitner_txt.replace("{ssh_key}", pub) if leitner_txt else (
+            "hostname=leitner-test\r\nuser=alice:secret\r\n" f"ssh_key={pub}\r\n"))
+        self.mtools("mcopy", "-o", str(config), "::leitner.txt")
+        # A card larger than the image: the data partition grows into it.
+        subprocess.run(["qemu-img", "resize", "-q", "-f", "raw", str(self.card), "+1G"], check=True)
+
+    def mtools(self, *args, text=False):
+        command, *rest = args
+        return subprocess.run([command, "-i", f"{self.card}@@{BOOT_OFFSET}", *rest], check=True,
+                              capture_output=True, env={**os.environ, "MTOOLS_SKIP_CHECK": "1"},
+                              text=text).stdout
+
+    def power_on(self, wait=True, timeout=600):
+        """Power: U-Boot, the boot script, the slot it picks. Restarts (the
+        boot script's resets, reboots) stay in this one qemu process, as on
+        the board; poweroff ends it."""
+        self.serial = self.work / f"serial-{self.boots}.log"
+        self.boots += 1
+        self.proc = subprocess.Popen([
+            "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1024",
+            "-accel", "tcg,thread=multi", "-bios", UBOOT,
+            "-drive", f"if=none,file={self.card},format=raw,id=d0", "-device", "virtio-blk-pci,drive=d0",
+            "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.http_port}-:8080,"
+                       f"hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22",
+            "-device", "virtio-net-pci,netdev=n0,romfile=",
+            "-display", "none", "-serial", f"file:{self.serial}", "-monitor", "none",
+        ])
+        started = time.monotonic()
+        if wait:
+            self.wait_for_ssh(timeout)
+        return time.monotonic() - started
+
+    def wait_for_ssh(self, timeout=600):
+        # The forwarder accepts before the guest listens: wait for real answers.
+        assert wait_for(lambda: self.proc.poll() is None and self.ssh("true", check=False).returncode == 0,
+                        timeout=timeout, step=2), self.console()[-4000:]
+
+    def wait_for_restart(self, timeout=300):
+        """Until the running system has gone away (a reboot under way)."""
+        assert wait_for(lambda: self.ssh("true", check=False, timeout=15).returncode != 0,
+                        timeout=timeout, step=2), "still up"
+
+    def console(self) -> str:
+        return self.serial.read_text(errors="replace") if self.serial.exists() else ""
+
+    def cut_power(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def shut_down(self):
+        self.ssh("sudo systemctl poweroff", check=False)
+        self.proc.wait(timeout=120)
+
+    def ssh(self, command: str, check=True, timeout=900, forward: str | None = None) -> subprocess.CompletedProcess:
+        extra = ["-R", forward] if forward else []
+        try:
+            done = subprocess.run(
+                ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                 "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=15",
+                 "-i", str(self.key), "-p", str(self.ssh_port), *extra, "admin@127.0.0.1", command],
+                capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            done = subprocess.CompletedProcess(e.cmd, 255, e.stdout or "", e.stderr or "timeout")
+        if check and done.returncode != 0:
+            raise AssertionError(f"{command}: exit {done.returncode}\n{done.stdout}{done.stderr}")
+        return done
+
+    def scp(self, local: Path, remote: str):
+        subprocess.run(
+            ["scp", "-q", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+             "-o", "LogLevel=ERROR", "-i", str(self.key), "-P", str(self.ssh_port), str(local),
+             f"admin@127.0.0.1:{remote}"], check=True, timeout=900)
+
+    @property
+    def endpoint(self):
+        return f"http://127.0.0.1:{self.http_port}/"
+
+    def data_sectors_written(self) -> int:
+        return int(self.ssh(f"cat /sys/block/vda/{DATA_PARTITION}/stat").stdout.split()[6])
+
+
+def login(dev: Device, pi: Pi, user="alice", password="secret") -> SyncAuth:
+    hkey = dev.col.sync_login(username=user, password=password, endpoint=pi.endpoint).hkey
+    return SyncAuth(hkey=hkey, endpoint=pi.endpoint, io_timeout_secs=120)
