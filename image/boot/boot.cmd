@@ -32,7 +32,8 @@ ${devtype} read ${st_copy0} 0x800 8
 ${devtype} read ${st_copy1} 0x880 8
 
 # U-Boot's own import wants crc32 then the variables: drop the flag byte.
-setenv st_import 'cp.b ${st_src} ${st_buf} 4; setexpr st_from ${st_src} + 5; setexpr st_to ${st_buf} + 4; cp.b ${st_from} ${st_to} ${st_data}; env import -c ${st_buf} 0xfff'
+# Only our variables are taken from the card.
+setenv st_import 'cp.b ${st_src} ${st_buf} 4; setexpr st_from ${st_src} + 5; setexpr st_to ${st_buf} + 4; cp.b ${st_from} ${st_to} ${st_data}; env import -c ${st_buf} 0xfff BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT MACHINE_ID'
 setenv st_ok0 0
 setenv st_ok1 0
 setenv st_src ${st_copy0}
