@@ -6,13 +6,14 @@ import os
 import json
 import signal
 import sqlite3
+import subprocess
 import threading
 
 import pytest
 from anki.errors import SyncError, SyncErrorKind
 from anki.sync_pb2 import SyncCollectionResponse
 
-from harness import Device, Server, dump, leitner, make_rich_collection, open_db
+from harness import BINARY, Device, Server, dump, leitner, make_rich_collection, open_db
 
 Changes = SyncCollectionResponse.ChangesRequired
 
@@ -367,3 +368,37 @@ def as_owner(server_factory, tmp_path, owner):
     restored = Server(other, users=())
     leitner(restored, "restore-backup", vault / "b.tar.zst")
     assert all(p.stat().st_uid == owner for p in other.rglob("*")), list(other.rglob("*"))
+
+
+def test_a_data_folder_from_a_newer_leitner_is_not_touched(server_factory, tmp_path):
+    """The guard behind going back to an older system (issue 21): the data
+    format is recorded once, and a leitner older than the data refuses it."""
+    server = server_factory().start()
+    dev = Device(tmp_path / "a")
+    make_rich_collection(dev.col, notes=20, reviews=5)
+    auth = dev.login(server)
+    assert dev.sync(auth) == Changes.FULL_UPLOAD
+    dev.full_sync(auth, upload=True)
+    server.stop()
+    ours = leitner(server, "data-format").stdout.strip()
+    assert (server.data / "leitner-format").read_text() == f"{ours}\n"
+
+    # As if a newer leitner had used the folder, then the system went back.
+    (server.data / "leitner-format").write_text(f"{int(ours) + 1}\n")
+    before = dump(server.data / "alice" / "collection.anki2")
+    refusal = subprocess.run([str(BINARY)], env=server.env(), capture_output=True, text=True, timeout=30)
+    assert refusal.returncode != 0
+    assert "written by a newer leitner" in refusal.stderr, refusal.stderr
+    assert dump(server.data / "alice" / "collection.anki2") == before
+
+    # Back in its own format, it serves the same collection.
+    (server.data / "leitner-format").write_text(f"{ours}\n")
+    server.start()
+    assert dev.sync(auth) == Changes.NO_CHANGES
+
+
+def test_the_system_command_needs_the_image(server_factory):
+    server = server_factory()
+    done = leitner(server, "system", "status", check=False)
+    assert done.returncode == 1
+    assert "update it with apt" in done.stderr

@@ -249,7 +249,7 @@ def test_a_slot_whose_leitner_never_answers_is_left(owner):
     owner.pi.wait_for_ssh(timeout=1800)
     assert wait_for(lambda: owner.slot() == "A", timeout=1200, step=10)
     owner.wait_confirmed()
-    assert "did not answer within" in owner.last_update() and "going back to the other slot" in owner.last_update()
+    assert "did not answer within" in owner.last_update() and "going back to slot A" in owner.last_update()
     assert owner.boot_state()["BOOT_B_LEFT"] == "0"
     owner.still_syncs()
 
