@@ -54,6 +54,7 @@ class Owner:
         self.device.full_sync(self.auth, upload=True)
         self.device.sync_media(self.auth)
         self.notes = self.device.col.note_count()
+        self.checks = 0
 
     def still_syncs(self):
         """The same collection and login as before; a new note goes both ways."""
@@ -63,7 +64,8 @@ class Owner:
         self.device.col.add_note(note, 1)
         assert self.device.sync(self.auth) == Changes.NO_CHANGES
         self.notes += 1
-        other = Device(self.work / f"anki-check-{self.pi.boots}")
+        self.checks += 1
+        other = Device(self.work / f"anki-check-{self.checks}")
         auth = login(other, self.pi)
         assert other.sync(auth) == Changes.FULL_DOWNLOAD
         other.full_sync(auth, upload=False)
@@ -306,15 +308,17 @@ def test_an_automatic_update_waits_for_a_quiet_moment(web):
         assert "leitner-auto-update.timer" in o.pi.ssh("systemctl list-timers --all --no-legend").stdout
         # The daily timer's run, now (the bundles' web server reached through
         # ssh -R, which ends when the board restarts).
-        run = threading.Thread(target=lambda: o.pi.ssh(
-            "sudo systemctl start leitner-auto-update.service", check=False,
-            forward=f"{GUEST_WEB}:127.0.0.1:{web}", timeout=3600))
+        ran = []
+        run = threading.Thread(target=lambda: ran.append(o.pi.ssh(
+            "sudo systemctl start leitner-auto-update.service; sudo journalctl -u leitner-auto-update --no-pager",
+            check=False, forward=f"{GUEST_WEB}:127.0.0.1:{web}", timeout=3600)))
         run.start()
         # Installed (or installing) meanwhile: the device syncs again.
         time.sleep(90)
         assert o.device.sync(o.auth) == Changes.NO_CHANGES
         synced = time.monotonic()
         run.join()
+        assert "restarting now" in ran[0].stdout, ran[0].stdout + ran[0].stderr
         o.pi.wait_for_restart()
         # Not before leitner had been idle for 5 minutes (its own idle exit).
         quiet = time.monotonic() - synced
