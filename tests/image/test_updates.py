@@ -97,6 +97,14 @@ class Owner:
             return out not in ("", "0")
         assert wait_for(ruled, timeout=timeout, step=5)
 
+    def upload(self, name: str) -> str:
+        """Copies bundle NAME onto the data partition (/tmp is a small RAM
+        disk); returns its path there."""
+        self.pi.ssh("sudo mkdir -p /data/incoming && sudo chown admin /data/incoming")
+        path = f"/data/incoming/{name}.raucb"
+        self.pi.scp(BUNDLES / f"{name}.raucb", path)
+        return path
+
     def update(self, source: str, *args, forward=None, expect_restart=True):
         started = time.monotonic()
         done = self.pi.ssh(f"sudo leitner system update {source} {' '.join(args)}", check=False,
@@ -109,7 +117,7 @@ class Owner:
         return done
 
     def data_sectors(self) -> dict[str, int]:
-        out = self.pi.ssh("for p in vda1 vda2 vda3 vda4; do echo $p $(cut -c1- /sys/block/vda/$p/stat); done").stdout
+        out = self.pi.ssh("for p in vda1 vda2 vda3 vda4; do echo $p $(cat /sys/block/vda/$p/stat); done").stdout
         return {line.split()[0]: int(line.split()[7]) for line in out.splitlines()}
 
     def close(self):
@@ -211,10 +219,8 @@ def test_a_good_update_from_a_url(owner, web):
 
 def test_bad_bundles_are_refused(owner):
     state = owner.boot_state()
-    owner.pi.ssh("sudo mkdir -p /data/incoming && sudo chown admin /data/incoming")
     for name, why in [("othersig", "signature"), ("truncated", ""), ("otherboard", "another board")]:
-        owner.pi.scp(BUNDLES / f"{name}.raucb", f"/data/incoming/{name}.raucb")
-        done = owner.update(f"/data/incoming/{name}.raucb", expect_restart=False)
+        done = owner.update(owner.upload(name), expect_restart=False)
         assert done.returncode != 0, done.stdout
         assert "refused; the running system is unchanged" in done.stderr, done.stderr
         assert why in owner.last_update(), owner.last_update()
@@ -227,9 +233,7 @@ def test_bad_bundles_are_refused(owner):
 
 
 def test_a_slot_that_does_not_start_is_tried_three_times(owner):
-    owner.pi.ssh("sudo mkdir -p /data/incoming && sudo chown admin /data/incoming")
-    owner.pi.scp(BUNDLES / "badinit.raucb", "/data/incoming/badinit.raucb")
-    owner.update("/data/incoming/badinit.raucb")
+    owner.update(owner.upload("badinit"))
     owner.pi.wait_for_ssh(timeout=1800)
     owner.wait_confirmed()
     assert owner.slot() == "A"
@@ -243,9 +247,7 @@ def test_a_slot_that_does_not_start_is_tried_three_times(owner):
 
 
 def test_a_slot_whose_leitner_never_answers_is_left(owner):
-    owner.pi.ssh("sudo mkdir -p /data/incoming && sudo chown admin /data/incoming")
-    owner.pi.scp(BUNDLES / "unhealthy.raucb", "/data/incoming/unhealthy.raucb")
-    owner.update("/data/incoming/unhealthy.raucb")
+    owner.update(owner.upload("unhealthy"))
     # B starts, its leitner does not answer, confirm-slot gives up and
     # restarts into A.
     owner.pi.wait_for_ssh(timeout=1800)
@@ -257,9 +259,7 @@ def test_a_slot_whose_leitner_never_answers_is_left(owner):
 
 
 def test_a_power_cut_in_the_middle_of_an_install(owner):
-    owner.pi.ssh("sudo mkdir -p /data/incoming && sudo chown admin /data/incoming")
-    owner.pi.scp(BUNDLES / "good.raucb", "/data/incoming/good.raucb")
-    owner.pi.ssh("sudo sh -c 'nohup leitner system update /data/incoming/good.raucb --no-restart "
+    owner.pi.ssh(f"sudo sh -c 'nohup leitner system update {owner.upload('good')} --no-restart "
                  "> /data/incoming/log 2>&1 &'")
     assert wait_for(lambda: "Copying image" in owner.pi.ssh("cat /data/incoming/log").stdout,
                     timeout=900, step=1)
@@ -274,9 +274,7 @@ def test_a_power_cut_in_the_middle_of_an_install(owner):
 
 
 def test_a_rollback_by_hand_then_a_second_update(owner):
-    owner.pi.ssh("sudo mkdir -p /data/incoming && sudo chown admin /data/incoming")
-    owner.pi.scp(BUNDLES / "good.raucb", "/data/incoming/good.raucb")
-    owner.update("/data/incoming/good.raucb")
+    owner.update(owner.upload("good"))
     owner.pi.wait_for_ssh()
     owner.wait_confirmed()
     assert owner.slot() == "B"
@@ -289,9 +287,8 @@ def test_a_rollback_by_hand_then_a_second_update(owner):
     assert owner.slot() == "A"
     assert "going back to leitner" in owner.last_update() and "done" in owner.last_update()
     owner.still_syncs()
-    owner.pi.scp(BUNDLES / "good2.raucb", "/data/incoming/good2.raucb")
     owner.pi.ssh("rm /data/incoming/good.raucb")
-    owner.update("/data/incoming/good2.raucb")
+    owner.update(owner.upload("good2"))
     owner.pi.wait_for_ssh()
     owner.wait_confirmed()
     assert owner.slot() == "B"
