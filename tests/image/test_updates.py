@@ -304,10 +304,12 @@ def test_an_automatic_update_waits_for_a_quiet_moment(web):
         assert o.pi.ssh("cat /data/etc/update-url").stdout.strip() == url
         assert "leitner-auto-update.timer" in o.pi.ssh("systemctl list-timers --all --no-legend").stdout
         # The daily timer's run, now (the bundles' web server reached through
-        # ssh -R, which ends when the board restarts).
+        # ssh -R, which ends when the board restarts), its log followed
+        # until then.
         ran = []
         run = threading.Thread(target=lambda: ran.append(o.pi.ssh(
-            "sudo systemctl start leitner-auto-update.service; sudo journalctl -u leitner-auto-update --no-pager",
+            "sudo journalctl -f -n 0 -o cat -u leitner-auto-update & follow=$!; "
+            "sudo systemctl start leitner-auto-update.service; sleep 2; sudo kill $follow",
             check=False, forward=f"{GUEST_WEB}:127.0.0.1:{web}", timeout=3600)))
         run.start()
         # Installed (or installing) meanwhile: the device syncs again.
