@@ -9,19 +9,13 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use pbkdf2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt};
-use pbkdf2::{Params, Pbkdf2};
 use sha1::{Digest, Sha1};
 use smol::lock::Semaphore;
 
 use crate::account::Account;
 use crate::config::{Secret, UserSpec};
+use crate::ground::password;
 use crate::users::{self, StoredUser};
-
-/// The official server hashes plain passwords with this fixed salt and these
-/// parameters; using the same keeps PHC strings interchangeable.
-const PLAIN_SALT_B64: &str = "tonuvYGpksNFQBlEmm3lxg";
-const PLAIN_ROUNDS: u32 = 600_000;
 
 /// At most this many password checks run at once, so a flood of logins cannot
 /// occupy every blocking thread (each check is ~1 s of CPU on a Pi).
@@ -30,33 +24,6 @@ const CONCURRENT_LOGINS: usize = 2;
 pub fn host_key(raw_user_value: &str) -> String {
     let digest = Sha1::digest(raw_user_value.as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Refuses a PHC string this server could not verify, at start-up rather than
-/// at the first login.
-pub fn check_phc(phc: &str) -> Result<(), String> {
-    let hash = PasswordHash::new(phc).map_err(|e| format!("not a PHC string ({e})"))?;
-    match hash.algorithm.as_str() {
-        "pbkdf2-sha256" | "pbkdf2-sha512" | "pbkdf2" => {}
-        other => return Err(format!("unsupported password hash '{other}'")),
-    }
-    if hash.hash.is_none() || hash.salt.is_none() {
-        return Err("the PHC string lacks a salt or hash".into());
-    }
-    Ok(())
-}
-
-/// Hashes a plain password the way the official server does at start-up.
-pub fn hash_plain(password: &str) -> String {
-    let salt = Salt::from_b64(PLAIN_SALT_B64).expect("constant salt is valid");
-    let params = Params {
-        rounds: PLAIN_ROUNDS,
-        output_length: 32,
-    };
-    Pbkdf2
-        .hash_password_customized(password.as_bytes(), None, None, params, salt)
-        .expect("pbkdf2 with valid parameters")
-        .to_string()
 }
 
 struct Credential {
@@ -70,16 +37,13 @@ impl Credential {
     fn phc(&self) -> &str {
         match &self.secret {
             Secret::Phc(phc) => phc,
-            Secret::Plain(password) => self.phc.get_or_init(|| hash_plain(password)),
+            Secret::Plain(password) => self.phc.get_or_init(|| password::hash_plain(password)),
         }
     }
 
     /// Blocking: one PBKDF2 run (plus one more the first time for a plain password).
     fn verify(&self, password: &str) -> bool {
-        match PasswordHash::new(self.phc()) {
-            Ok(hash) => Pbkdf2.verify_password(password.as_bytes(), &hash).is_ok(),
-            Err(_) => false,
-        }
+        password::verify(password, self.phc())
     }
 }
 
@@ -309,10 +273,7 @@ fn stand_in() -> Arc<Credential> {
     STAND_IN
         .get_or_init(|| {
             Arc::new(Credential {
-                secret: Secret::Phc(format!(
-                    "$pbkdf2-sha256$i={PLAIN_ROUNDS},l=32${PLAIN_SALT_B64}$\
-                     AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
-                )),
+                secret: Secret::Phc(password::unmatchable()),
                 phc: OnceLock::new(),
             })
         })
@@ -334,6 +295,7 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ground::password::{check_phc, hash_plain};
 
     #[test]
     fn host_key_matches_the_official_derivation() {

@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::durable;
+use crate::ground::durable;
 
 pub const MANIFEST: &str = "leitner-backup.json";
 const FORMAT: u32 = 1;
@@ -65,7 +65,7 @@ impl Writer {
         let mut header = tar::Header::new_gnu();
         header.set_size(len);
         header.set_mode(0o600);
-        header.set_mtime((crate::clock::now_millis() / 1000).max(0) as u64);
+        header.set_mtime((crate::ground::clock::now_millis() / 1000).max(0) as u64);
         header.set_entry_type(tar::EntryType::Regular);
         // A file that shrank meanwhile must not leave the archive short.
         let mut exact = from.take(len).chain(io::repeat(0).take(len));

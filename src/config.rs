@@ -234,7 +234,7 @@ fn parse_user(var: &str, raw: &str, hashed: bool) -> Result<UserSpec, String> {
         return Err(format!("{var}: the password is empty"));
     }
     let secret = if hashed {
-        crate::auth::check_phc(secret).map_err(|why| format!("{var}: {why}"))?;
+        crate::ground::password::check_phc(secret).map_err(|why| format!("{var}: {why}"))?;
         Secret::Phc(secret.to_owned())
     } else {
         Secret::Plain(secret.to_owned())

@@ -93,7 +93,7 @@ fn with_socket_path<T>(base: &Path, with: impl FnOnce(&Path) -> io::Result<T>) -
 /// data directory's lock, so no other server uses it.
 pub fn bind(base: &Path) -> io::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt;
-    crate::durable::remove_if_present(&base.join(CONTROL_SOCKET))?;
+    crate::ground::durable::remove_if_present(&base.join(CONTROL_SOCKET))?;
     let listener = with_socket_path(base, |path| std::os::unix::net::UnixListener::bind(path))?;
     std::fs::set_permissions(
         base.join(CONTROL_SOCKET),
@@ -171,7 +171,7 @@ async fn answer(stream: AsyncUnixStream, service: Arc<Service>, activated: bool)
                 Scope::Media => (None, None),
             };
             let mut media = account.lock_media().await;
-            let (state, media) = crate::sync::blocking(move || {
+            let (state, media) = crate::ground::pool::blocking(move || {
                 let mut state = state;
                 if let Some(state) = state.as_mut() {
                     if let Err(e) = state.close_collection() {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use crate::durable;
+use crate::ground::durable;
 
 /// The users added with `leitner user add` (PHC hashes), mode 0600.
 pub const USERS_FILE: &str = "leitner-users.json";

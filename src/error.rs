@@ -103,7 +103,7 @@ impl From<crate::media::download::DownloadError> for Failure {
 
 impl From<std::io::Error> for Failure {
     fn from(e: std::io::Error) -> Failure {
-        if crate::durable::is_disk_full(&e) {
+        if crate::ground::durable::is_disk_full(&e) {
             return Failure::internal("the server's disk is full");
         }
         Failure::internal(format!("i/o: {e}"))

@@ -10,7 +10,7 @@
 
 // Unsafe code is allowed in exactly two places: adopting the socket systemd
 // hands over (see `listen`), and asking glibc to return free memory (see
-// `memory`).
+// `ground::memory`).
 #![deny(unsafe_code)]
 
 pub mod account;
@@ -18,18 +18,16 @@ pub mod auth;
 pub mod backup;
 pub mod body;
 pub mod cli;
-pub mod clock;
 pub mod collection;
 pub mod config;
 pub mod control;
 pub mod data_dir;
-pub mod durable;
 pub mod error;
 pub mod framing;
+pub mod ground;
 pub mod listen;
-pub mod logging;
 pub mod media;
-pub mod memory;
+pub mod request_log;
 pub mod route;
 pub mod server;
 pub mod sync;

@@ -17,7 +17,7 @@ use pbkdf2::{Params, Pbkdf2};
 use serde::{Deserialize, Serialize};
 
 use crate::data_dir::USERS_FILE;
-use crate::durable;
+use crate::ground::durable;
 
 /// Longest password accepted; PBKDF2 takes any length, but nobody types more.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
@@ -94,7 +94,7 @@ fn parse(bytes: &[u8]) -> Result<Vec<StoredUser>, UsersError> {
     }
     for user in &file.users {
         crate::config::check_username(&user.name)
-            .and_then(|()| crate::auth::check_phc(&user.password))
+            .and_then(|()| crate::ground::password::check_phc(&user.password))
             .map_err(|why| UsersError::Damaged(format!("user '{}': {why}", user.name)))?;
     }
     Ok(file.users)
@@ -159,7 +159,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         assert!(load(dir.path()).unwrap().is_empty());
-        let phc = crate::auth::hash_plain("pw");
+        let phc = crate::ground::password::hash_plain("pw");
         edit(dir.path(), |users| {
             users.push(StoredUser {
                 name: "alice".into(),

@@ -11,7 +11,7 @@ use std::io::{self, Write};
 use zstd::stream::raw::{DParameter, Decoder, InBuffer, Operation, OutBuffer};
 
 use super::{BodyError, Charge};
-use crate::memory::Spares;
+use crate::ground::memory::Spares;
 
 /// The largest zstd window we accept (8 MiB). Anki compresses with level 3,
 /// whose window is 2 MiB; zstd's own default ceiling is 128 MiB, which a

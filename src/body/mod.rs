@@ -21,6 +21,8 @@ pub(crate) use frames::release_spares;
 
 use frames::FrameDecoder;
 
+use crate::ground::budget::{Budget, Charge, Spent};
+
 /// Bytes handed to the blocking pool at once (and held per request while
 /// they wait there).
 const BATCH: usize = 64 * 1024;
@@ -55,76 +57,9 @@ impl std::fmt::Display for BodyError {
 
 impl std::error::Error for BodyError {}
 
-/// Memory for request bodies in flight, across all requests: a ceiling that
-/// no number of concurrent requests can push the process past.
-#[derive(Debug)]
-pub struct Budget {
-    used: AtomicU64,
-    ceiling: u64,
-}
-
-impl Budget {
-    pub fn new(ceiling: u64) -> Arc<Budget> {
-        Arc::new(Budget {
-            used: AtomicU64::new(0),
-            ceiling,
-        })
-    }
-
-    /// An empty charge that can grow.
-    pub fn charge(self: &Arc<Self>) -> Charge {
-        Charge {
-            budget: self.clone(),
-            bytes: 0,
-        }
-    }
-
-    pub fn used(&self) -> u64 {
-        self.used.load(Ordering::Relaxed)
-    }
-}
-
-/// Bytes taken from a [`Budget`], given back when dropped.
-#[derive(Debug)]
-pub struct Charge {
-    budget: Arc<Budget>,
-    bytes: u64,
-}
-
-impl Charge {
-    /// Takes `n` more bytes, or fails without taking any.
-    pub fn grow(&mut self, n: u64) -> Result<(), BodyError> {
-        let budget = &self.budget;
-        let mut used = budget.used.load(Ordering::Relaxed);
-        loop {
-            let want = used.saturating_add(n);
-            if want > budget.ceiling {
-                return Err(BodyError::Busy);
-            }
-            match budget
-                .used
-                .compare_exchange_weak(used, want, Ordering::AcqRel, Ordering::Relaxed)
-            {
-                Ok(_) => break,
-                Err(now) => used = now,
-            }
-        }
-        self.bytes += n;
-        Ok(())
-    }
-
-    /// Holds at least `n` bytes in all.
-    pub fn hold(&mut self, n: u64) -> Result<(), BodyError> {
-        if n > self.bytes {
-            self.grow(n - self.bytes)?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Charge {
-    fn drop(&mut self) {
-        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+impl From<Spent> for BodyError {
+    fn from(_: Spent) -> BodyError {
+        BodyError::Busy
     }
 }
 
@@ -218,7 +153,7 @@ impl Incoming {
             // One hop per batch: start the decoder if need be, write, and
             // at the end finish and hand over.
             let last = if end { then.take() } else { None };
-            let hop = crate::sync::blocking(move || {
+            let hop = crate::ground::pool::blocking(move || {
                 let mut d = match decoder {
                     Ok(d) => d,
                     Err((capped, charge)) => Decode::new(capped, zstd, charge)?,
@@ -637,7 +572,10 @@ mod tests {
         let mut a = budget.charge();
         a.grow(150 * 1024).unwrap();
         let mut b = budget.charge();
-        assert!(matches!(b.grow(100 * 1024), Err(BodyError::Busy)));
+        assert!(matches!(
+            b.grow(100 * 1024).map_err(BodyError::from),
+            Err(BodyError::Busy)
+        ));
         drop(a);
         b.grow(100 * 1024).unwrap();
     }
@@ -657,7 +595,7 @@ mod tests {
         let budget = Budget::new(64 << 20);
         let (mut body, _) = incoming(zstd::bulk::compress(b"data", 3).unwrap(), &budget);
         match smol::block_on(body.copy_into(true, 1000, Full)) {
-            Err(BodyError::Output(e)) => assert!(crate::durable::is_disk_full(&e)),
+            Err(BodyError::Output(e)) => assert!(crate::ground::durable::is_disk_full(&e)),
             other => panic!("{other:?}"),
         }
     }

@@ -10,7 +10,8 @@ use super::{context, help, human_bytes, Error, Outcome};
 use crate::backup::{self, Manifest};
 use crate::config::Config;
 use crate::control::{Coordinator, Scope};
-use crate::{collection, data_dir, durable, media};
+use crate::ground::durable;
+use crate::{collection, data_dir, media};
 
 const BACKUP_HELP: &str = "\
 usage: leitner backup DEST
@@ -48,7 +49,7 @@ pub(super) fn backup(args: Vec<OsString>) -> Outcome {
     let dest = dest.ok_or_else(|| Error::usage("backup: where to? (leitner backup DEST)"))?;
     let config = context()?;
     let dest = if dest.is_dir() {
-        let stamp = super::utc_time(crate::clock::now_millis());
+        let stamp = super::utc_time(crate::ground::clock::now_millis());
         let stamp: String = stamp
             .trim_end_matches(" UTC")
             .chars()
@@ -69,7 +70,7 @@ pub(super) fn backup(args: Vec<OsString>) -> Outcome {
     let manifest = Manifest {
         format: 1,
         version: env!("CARGO_PKG_VERSION").into(),
-        created: crate::clock::now_millis(),
+        created: crate::ground::clock::now_millis(),
         users: users.clone(),
     };
     let failed = |what: &str, e: &dyn std::fmt::Display| Error::failed(format!("{what}: {e}"));
@@ -255,9 +256,10 @@ pub(super) fn restore(args: Vec<OsString>) -> Outcome {
         }
     }
 
-    let staging = config
-        .base
-        .join(format!("leitner-restoring-{}", crate::clock::now_millis()));
+    let staging = config.base.join(format!(
+        "leitner-restoring-{}",
+        crate::ground::clock::now_millis()
+    ));
     std::fs::create_dir(&staging)
         .map_err(|e| Error::failed(format!("{}: {e}", staging.display())))?;
     let result = unpack_and_check(file, &archive, &staging).and_then(|manifest| {
@@ -338,7 +340,10 @@ fn move_in(
     let base = &config.base;
     let io = |what: &Path, e: std::io::Error| Error::failed(format!("{}: {e}", what.display()));
     if !present.is_empty() {
-        let aside = base.join(format!("leitner-replaced-{}", crate::clock::now_millis()));
+        let aside = base.join(format!(
+            "leitner-replaced-{}",
+            crate::ground::clock::now_millis()
+        ));
         std::fs::create_dir(&aside).map_err(|e| io(&aside, e))?;
         for name in present
             .iter()

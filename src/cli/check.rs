@@ -178,8 +178,10 @@ fn describe(audit: &Audit) -> Vec<String> {
 /// Temp files a dead process left in the user's folder and snapshots
 /// (a live server's are writes in progress).
 fn stale_temps(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut all = crate::durable::stale_temps(dir);
-    all.extend(crate::durable::stale_temps(&dir.join(snapshots::DIR_NAME)));
+    let mut all = crate::ground::durable::stale_temps(dir);
+    all.extend(crate::ground::durable::stale_temps(
+        &dir.join(snapshots::DIR_NAME),
+    ));
     all
 }
 
@@ -190,7 +192,7 @@ fn mend(config: &Config, dir: &Path, audit: &Audit) -> Vec<String> {
     let temps = stale_temps(dir);
     let removed = temps
         .iter()
-        .filter(|t| crate::durable::remove_if_present(t).is_ok())
+        .filter(|t| crate::ground::durable::remove_if_present(t).is_ok())
         .count();
     if removed > 0 {
         done.push(format!("removed {removed} temporary file(s)"));

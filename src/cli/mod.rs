@@ -61,7 +61,7 @@ environment (the server's and the commands'):
 ";
 
 pub fn main() -> ExitCode {
-    crate::logging::init();
+    crate::ground::logging::init();
     let mut args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let command = match args.first().map(|a| a.to_string_lossy().into_owned()) {
         None => "serve".to_owned(),

@@ -47,7 +47,7 @@ pub(super) fn hash_password(args: Vec<OsString>) -> Outcome {
         .map_err(|_| Error::failed("could not read a password from stdin"))?;
     let password = line.trim_end_matches(['\r', '\n']);
     crate::users::check_password(password).map_err(Error::failed)?;
-    println!("{}", crate::auth::hash_plain(password));
+    println!("{}", crate::ground::password::hash_plain(password));
     Ok(())
 }
 

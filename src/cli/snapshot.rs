@@ -152,7 +152,7 @@ fn restore(config: &Config, name: &str, id: i64) -> Outcome {
     let dir = existing_user(config, name)?;
     let coordinator = Coordinator::new(&config.base).map_err(|e| Error::failed(e.to_string()))?;
     // Unpacked and checked before the server is asked to let go.
-    let mut received = restore::prepare(&dir, id, crate::clock::now_millis())
+    let mut received = restore::prepare(&dir, id, crate::ground::clock::now_millis())
         .map_err(|e| Error::failed(e.to_string()))?;
     let replaced = {
         let _hold = coordinator

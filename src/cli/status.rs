@@ -237,7 +237,7 @@ pub(super) fn last_seen(base: &Path) -> SeenMap {
 fn disk_space(path: &Path) -> (u64, u64) {
     match nix::sys::statvfs::statvfs(path) {
         Ok(s) => (
-            crate::durable::free_space(path).unwrap_or(0),
+            crate::ground::durable::free_space(path).unwrap_or(0),
             s.blocks() as u64 * s.fragment_size() as u64,
         ),
         Err(_) => (0, 0),

@@ -123,7 +123,7 @@ fn add(config: &Config, name: &str, stdin: bool) -> Outcome {
         list.push(StoredUser {
             name: name.to_owned(),
             password: hash,
-            created: crate::clock::now_secs(),
+            created: crate::ground::clock::now_secs(),
         });
         Ok(())
     })
@@ -210,10 +210,10 @@ fn remove(config: &Config, name: &str, delete_data: bool, yes: bool) -> Outcome 
         // deleting leaves a folder no user can be named after.
         let doomed = config.base.join(format!(
             "leitner-deleting-{}-{name}",
-            crate::clock::now_millis()
+            crate::ground::clock::now_millis()
         ));
         std::fs::rename(&dir, &doomed)
-            .and_then(|()| crate::durable::sync_dir(&config.base))
+            .and_then(|()| crate::ground::durable::sync_dir(&config.base))
             .and_then(|()| std::fs::remove_dir_all(&doomed))
             .map_err(|e| Error::failed(format!("deleting {}: {e}", dir.display())))?;
     }

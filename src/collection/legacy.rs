@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension};
 use serde_json::{Map, Value};
 
 use super::{objects, register_unicase, schema, schema11, StoreError};
-use crate::durable;
+use crate::ground::durable;
 
 /// Tables and indexes schema 11 does not have.
 const SCHEMA18_ONLY: &str = "
@@ -159,7 +159,7 @@ fn upgrade_objects(conn: &Connection) -> Result<(), String> {
         let mut nt = schema11::notetype_from_json(&json)?;
         if nt.id == 0 {
             // Seen in the wild; Anki gives such a notetype a new id too.
-            nt.id = crate::clock::now_millis();
+            nt.id = crate::ground::clock::now_millis();
         }
         unique_name(conn, "notetypes", &mut nt.name)?;
         objects::put_notetype(conn, &nt, usn(&json)).map_err(sql)?;

@@ -18,7 +18,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use unicase::UniCase;
 
-use crate::durable;
+use crate::ground::durable;
 
 pub const FILE_NAME: &str = "collection.anki2";
 
@@ -116,7 +116,7 @@ fn create(dir: &Path, path: &Path) -> Result<(), StoreError> {
         let conn = Connection::open(&temp)?;
         register_unicase(&conn)?;
         conn.pragma_update(None, "page_size", 4096)?;
-        schema::create(&conn, crate::clock::now_millis())?;
+        schema::create(&conn, crate::ground::clock::now_millis())?;
         // Clients write their collections in WAL mode; so do we.
         conn.pragma_update(None, "journal_mode", "wal")?;
         conn.close().map_err(|(_, e)| e)?;

@@ -153,7 +153,7 @@ pub fn create(conn: &Connection, now_millis: i64) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO col VALUES (1, ?, 0, ?, ?, 0, 0, 0, '', '', '', '', '')",
         params![
-            crate::clock::last_day_start(now_secs),
+            crate::ground::clock::last_day_start(now_secs),
             now_millis,
             SCHEMA_VERSION
         ],
@@ -252,6 +252,6 @@ pub fn create(conn: &Connection, now_millis: i64) -> rusqlite::Result<()> {
 /// std's hasher keys are seeded from the OS.
 fn random_id() -> i64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(crate::clock::now_millis() as u64);
+    h.write_u64(crate::ground::clock::now_millis() as u64);
     (h.finish() >> 1) as i64
 }

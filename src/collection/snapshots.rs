@@ -26,7 +26,7 @@ use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
-use crate::durable;
+use crate::ground::durable;
 
 pub const DIR_NAME: &str = "snapshots";
 const RAW_EXT: &str = "anki2";
@@ -156,7 +156,7 @@ fn remove_oldest(dir: &Path, except: Option<&Path>) -> io::Result<bool> {
 
 /// An id not yet taken in `dir`: now, or just after.
 fn fresh_id(dir: &Path) -> i64 {
-    let mut id = crate::clock::now_millis();
+    let mut id = crate::ground::clock::now_millis();
     while dir.join(format!("{id}.{RAW_EXT}")).exists()
         || dir.join(format!("{id}.{PACKED_EXT}")).exists()
     {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::{register_unicase, schema, sidecar, snapshots, FILE_NAME};
-use crate::durable;
+use crate::ground::durable;
 
 /// An uploaded collection in its temp file, removed on drop unless installed.
 pub struct Received {

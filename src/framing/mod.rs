@@ -12,7 +12,7 @@ use http_types::{Body, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Failure;
-use crate::memory::Spares;
+use crate::ground::memory::Spares;
 
 pub const SYNC_HEADER: &str = "anki-sync";
 pub const ORIGINAL_SIZE: &str = "anki-original-size";

@@ -22,7 +22,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::collection::StoreError;
-use crate::durable;
+use crate::ground::durable;
 
 pub const DB_NAME: &str = "media.db";
 pub const FOLDER: &str = "media";

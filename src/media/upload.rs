@@ -19,7 +19,7 @@ use sha1::{Digest, Sha1};
 use super::names;
 use super::store::{staged_name, Upload};
 use super::zip::{Archive, ZipError};
-use crate::durable;
+use crate::ground::durable;
 
 /// Entries in one batch, as the official server allows.
 pub const MAX_FILES: usize = 25;
@@ -192,17 +192,17 @@ pub struct Spool {
     memory: Vec<u8>,
     file: Option<File>,
     dir: PathBuf,
-    charge: crate::body::Charge,
+    charge: crate::ground::budget::Charge,
 }
 
 pub enum Body {
     /// With the memory it is charged for.
-    Memory(Cursor<Vec<u8>>, crate::body::Charge),
+    Memory(Cursor<Vec<u8>>, crate::ground::budget::Charge),
     File(io::BufReader<File>),
 }
 
 impl Spool {
-    pub fn new(dir: PathBuf, charge: crate::body::Charge) -> Spool {
+    pub fn new(dir: PathBuf, charge: crate::ground::budget::Charge) -> Spool {
         Spool {
             memory: Vec::new(),
             file: None,

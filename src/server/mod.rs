@@ -18,7 +18,7 @@ use smol::Timer;
 
 use crate::config::Config;
 use crate::listen::Listener;
-use crate::sync::{self, Service};
+use crate::sync::Service;
 
 mod chunked;
 mod connection;
@@ -170,7 +170,7 @@ pub enum StopSignal {
 /// Runs the server until SIGTERM/SIGINT, a calm moment after SIGHUP, or
 /// until idle when socket-activated.
 pub fn run(config: Config, listener: Listener) -> io::Result<()> {
-    crate::memory::configure();
+    crate::ground::memory::configure();
     raise_open_files_limit();
     let mut signals = Signals::new([Signal::Term, Signal::Int, Signal::Hup])?;
     let (tx, rx) = smol::channel::unbounded();
@@ -220,7 +220,7 @@ pub async fn serve(
     // Nothing of the data directory is touched before its lock is ours: a
     // management command working without a server finishes first.
     let base = config.base.clone();
-    let _lock = sync::blocking(move || {
+    let _lock = crate::ground::pool::blocking(move || {
         let lock = lock_data_dir(&base)?;
         crate::data_dir::claim_format(&base)?;
         Ok::<_, io::Error>(lock)
@@ -228,7 +228,7 @@ pub async fn serve(
     .await?;
     let service = {
         let activity = activity.clone();
-        Arc::new(sync::blocking(move || Service::new(config, activity)).await?)
+        Arc::new(crate::ground::pool::blocking(move || Service::new(config, activity)).await?)
     };
     let control = crate::control::bind(&service.config.base)?;
     let _control = smol::spawn(crate::control::serve(
@@ -323,8 +323,9 @@ pub async fn serve(
     );
     let base = service.config.base.clone();
     let seen = service.seen();
-    sync::blocking(move || {
-        let _ = crate::durable::remove_if_present(&base.join(crate::data_dir::CONTROL_SOCKET));
+    crate::ground::pool::blocking(move || {
+        let _ =
+            crate::ground::durable::remove_if_present(&base.join(crate::data_dir::CONTROL_SOCKET));
         if seen != crate::data_dir::load_seen(&base) {
             if let Err(e) = crate::data_dir::save_seen(&base, &seen) {
                 log::warn!("saving when users last synced: {e}");
@@ -343,7 +344,7 @@ async fn release_memory_when_settled(service: Arc<Service>) {
         if released_after != Some(last) {
             released_after = Some(last);
             let service = service.clone();
-            sync::blocking(move || service.release_memory()).await;
+            crate::ground::pool::blocking(move || service.release_memory()).await;
         }
         Timer::after(MEMORY_CALM).await;
     }

@@ -34,7 +34,7 @@ impl From<std::io::Error> for Refused {
             // Writing an old client's form to its file (`receive_form`).
             Some(SpoolError::TooLarge { limit }) => Refused::TooLarge { limit },
             Some(SpoolError::Damaged) => Refused::Damaged(e.to_string()),
-            None if crate::durable::is_disk_full(&e) => Refused::DiskFull,
+            None if crate::ground::durable::is_disk_full(&e) => Refused::DiskFull,
             None => Refused::Io(e),
         }
     }

@@ -7,7 +7,7 @@ use smol::future::FutureExt;
 
 use super::{reply_json, Call};
 use crate::error::{Failure, Outcome};
-use crate::logging::RequestLine;
+use crate::request_log::RequestLine;
 
 #[derive(Deserialize)]
 struct Login {

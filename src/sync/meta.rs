@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{blocking, Call};
 use crate::account::Account;
-use crate::clock;
 use crate::collection;
 use crate::error::{Failure, Outcome};
 use crate::framing::{self, MAX_VERSION, MIN_VERSION};
+use crate::ground::clock;
 
 #[derive(Deserialize)]
 struct MetaRequest {
@@ -189,7 +189,7 @@ const MIN_FREE: u64 = 1 << 20;
 /// user's older snapshots made room. Blocking.
 fn no_room(account_dir: &std::path::Path) -> bool {
     loop {
-        match crate::durable::free_space(account_dir) {
+        match crate::ground::durable::free_space(account_dir) {
             Some(free) if free < MIN_FREE => {}
             _ => return false,
         }

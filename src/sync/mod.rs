@@ -18,12 +18,14 @@ use serde::de::DeserializeOwned;
 use smol::future::FutureExt;
 
 use crate::auth::Users;
-use crate::body::{Budget, Incoming};
+use crate::body::Incoming;
 use crate::collection::snapshots;
 use crate::config::Config;
 use crate::error::{Failure, Outcome};
 use crate::framing::{self, SyncHeader};
-use crate::logging::{self, RequestLine};
+use crate::ground::budget::Budget;
+use crate::ground::pool::blocking;
+use crate::request_log::{self, RequestLine};
 use crate::route::{self, Endpoint, MediaMethod, Refusal, SyncMethod};
 use crate::server::Activity;
 
@@ -55,8 +57,8 @@ impl Service {
         // An old client's upload arrives here before its user is known; a
         // command may be writing the users store beside it, so only what a
         // dead process left goes.
-        for stale in crate::durable::stale_temps(&config.base) {
-            let _ = crate::durable::remove_if_present(&stale);
+        for stale in crate::ground::durable::stale_temps(&config.base) {
+            let _ = crate::ground::durable::remove_if_present(&stale);
         }
         let users =
             Users::new(config.users.clone(), config.base.clone()).map_err(io::Error::other)?;
@@ -64,7 +66,7 @@ impl Service {
         for known in users.all() {
             let account = &known.account;
             std::fs::create_dir_all(&account.dir)?;
-            crate::durable::sweep_temps(&account.dir)?;
+            crate::ground::durable::sweep_temps(&account.dir)?;
             snapshots::repair(&account.dir, config.snapshots);
             if let Some(seen) = seen.get(&account.name) {
                 account.saw(seen.clone());
@@ -112,8 +114,8 @@ impl Service {
         }
         crate::body::release_spares();
         crate::framing::release_spares();
-        crate::memory::trim();
-        crate::memory::release_code_pages();
+        crate::ground::memory::trim();
+        crate::ground::memory::release_code_pages();
     }
 
     /// Decompressed size limit for a collection upload, as the official
@@ -206,7 +208,7 @@ fn legacy_form(req: &Request) -> Option<String> {
 
 /// A legacy payload's gzip undone, its memory charged as it grows,
 /// refusing more than `limit` bytes out. Blocking.
-fn gunzip(data: &[u8], limit: u64, charge: &mut crate::body::Charge) -> Outcome<Vec<u8>> {
+fn gunzip(data: &[u8], limit: u64, charge: &mut crate::ground::budget::Charge) -> Outcome<Vec<u8>> {
     use std::io::Read;
     let mut decoder = flate2::read::GzDecoder::new(data);
     let mut out = Vec::new();
@@ -225,7 +227,9 @@ fn gunzip(data: &[u8], limit: u64, charge: &mut crate::body::Charge) -> Outcome<
             ));
         }
         out.reserve(n);
-        charge.hold(out.capacity() as u64)?;
+        charge
+            .hold(out.capacity() as u64)
+            .map_err(crate::body::BodyError::from)?;
         out.extend_from_slice(&chunk[..n]);
     }
 }
@@ -253,7 +257,7 @@ pub async fn handle(service: Arc<Service>, req: &mut Request, peer: Option<IpAdd
             framing::refuse(&failure)
         }
     };
-    logging::attach(res, line, activity)
+    request_log::attach(res, line, activity)
 }
 
 async fn dispatch(
@@ -341,7 +345,7 @@ struct LegacyForm {
     /// `data`, un-gzipped (an upload's goes to `upload` instead).
     payload: Vec<u8>,
     /// The payload's memory, charged to the budget.
-    _charge: Option<crate::body::Charge>,
+    _charge: Option<crate::ground::budget::Charge>,
     upload: Option<crate::collection::upload::Received>,
 }
 
@@ -420,7 +424,7 @@ async fn answer(
         .ok_or_else(Failure::forbidden)?;
     line.user = Some(account.name.clone());
     account.saw(crate::data_dir::Seen {
-        at: crate::clock::now_millis(),
+        at: crate::ground::clock::now_millis(),
         client: call.header.client.clone(),
     });
 
@@ -444,11 +448,6 @@ async fn answer(
         Endpoint::Media(MediaMethod::MediaSanity) => media::sanity(call, &account).await,
         Endpoint::Health => unreachable!("answered above"),
     }
-}
-
-/// Runs blocking work (SQLite, zstd, PBKDF2) on the blocking pool.
-pub async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    smol::unblock(work).await
 }
 
 /// A reply whose encoding (zstd) happens on the blocking pool.

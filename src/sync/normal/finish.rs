@@ -7,9 +7,9 @@ use serde_json::Value;
 
 use super::session_key;
 use crate::account::Account;
-use crate::clock;
 use crate::error::{Failure, Outcome};
 use crate::framing::{self};
+use crate::ground::clock;
 use crate::sync::{blocking, Call};
 pub async fn finish(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
     let key = session_key(call)?;
