@@ -7,9 +7,9 @@ use std::sync::Arc;
 use rusqlite::Connection;
 use smol::lock::{Mutex, MutexGuardArc, RwLock, RwLockReadGuardArc, RwLockWriteGuardArc};
 
-use crate::collection;
-use crate::data_dir::Seen;
-use crate::media;
+use crate::storage::collection;
+use crate::storage::data_dir::Seen;
+use crate::storage::media;
 
 pub struct Account {
     pub name: String,

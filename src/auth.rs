@@ -15,7 +15,7 @@ use smol::lock::Semaphore;
 use crate::account::Account;
 use crate::config::{Secret, UserSpec};
 use crate::ground::password;
-use crate::users::{self, StoredUser};
+use crate::storage::users::{self, StoredUser};
 
 /// At most this many password checks run at once, so a flood of logins cannot
 /// occupy every blocking thread (each check is ~1 s of CPU on a Pi).
@@ -143,7 +143,7 @@ impl Users {
                 Some(known) => known.account.clone(),
                 None => Arc::new(Account::new(
                     name.to_owned(),
-                    crate::data_dir::user_dir(&self.base, name),
+                    crate::storage::data_dir::user_dir(&self.base, name),
                 )),
             };
             let credential = match reuse {
@@ -336,7 +336,7 @@ mod tests {
         assert_eq!(users.all().len(), 1);
         let add = |name: &str, pw: &str| {
             let password = hash_plain(pw);
-            crate::users::edit(dir.path(), |list| {
+            crate::storage::users::edit(dir.path(), |list| {
                 list.retain(|u| u.name != name);
                 list.push(StoredUser {
                     name: name.into(),
@@ -364,7 +364,7 @@ mod tests {
             &users.by_name("env").unwrap().account
         ));
         // Removed: gone at once.
-        crate::users::edit(dir.path(), |list| {
+        crate::storage::users::edit(dir.path(), |list| {
             list.clear();
             Ok(())
         })

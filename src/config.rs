@@ -37,7 +37,7 @@ pub struct Config {
     /// A normal sync untouched this long is rolled back.
     pub sync_idle: Duration,
     /// How many snapshots each user keeps, and how many bytes they may take.
-    pub snapshots: crate::collection::snapshots::Limits,
+    pub snapshots: crate::storage::collection::snapshots::Limits,
     /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<Cidr>,
 }
@@ -183,7 +183,7 @@ impl Config {
             max_payload: megs << 20,
             idle_exit: (idle > 0).then(|| Duration::from_secs(idle)),
             sync_idle: Duration::from_secs(sync_idle.max(1)),
-            snapshots: crate::collection::snapshots::Limits {
+            snapshots: crate::storage::collection::snapshots::Limits {
                 count: snapshot_count.min(100_000) as usize,
                 bytes: snapshot_megs.saturating_mul(1 << 20),
             },
@@ -229,7 +229,7 @@ fn parse_user(var: &str, raw: &str, hashed: bool) -> Result<UserSpec, String> {
     let Some((name, secret)) = raw.split_once(':') else {
         return Err(format!("{var}: expected username:password"));
     };
-    check_username(name).map_err(|why| format!("{var}: {why}"))?;
+    crate::storage::data_dir::check_username(name).map_err(|why| format!("{var}: {why}"))?;
     if secret.is_empty() {
         return Err(format!("{var}: the password is empty"));
     }
@@ -244,32 +244,6 @@ fn parse_user(var: &str, raw: &str, hashed: bool) -> Result<UserSpec, String> {
         secret,
         raw: raw.to_owned(),
     })
-}
-
-/// A username names a folder under `SYNC_BASE`, so it must be one plain
-/// path component, and not one of leitner's own names there.
-pub fn check_username(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("the username is empty".into());
-    }
-    if name == "." || name == ".." {
-        return Err(format!("'{name}' cannot be a username"));
-    }
-    if crate::data_dir::is_reserved(name) {
-        return Err(format!(
-            "'{name}' cannot be a username (names starting with 'leitner-' or 'leitner.' are leitner's own)"
-        ));
-    }
-    if name.len() > 200 {
-        return Err("the username is longer than 200 bytes".into());
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| matches!(c, '/' | '\\') || c.is_control())
-    {
-        return Err(format!("the username contains {c:?}"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use smol::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use smol::net::unix::{UnixListener, UnixStream as AsyncUnixStream};
 
-use crate::data_dir::{self, DirLock, SeenMap, CONTROL_SOCKET};
+use crate::storage::data_dir::{self, DirLock, SeenMap, CONTROL_SOCKET};
 use crate::sync::Service;
 
 /// What a hold covers.

@@ -74,15 +74,15 @@ impl From<crate::body::BodyError> for Failure {
     }
 }
 
-impl From<crate::collection::StoreError> for Failure {
-    fn from(e: crate::collection::StoreError) -> Failure {
+impl From<crate::storage::collection::StoreError> for Failure {
+    fn from(e: crate::storage::collection::StoreError) -> Failure {
         Failure::internal(e.to_string())
     }
 }
 
-impl From<crate::media::upload::UploadError> for Failure {
-    fn from(e: crate::media::upload::UploadError) -> Failure {
-        use crate::media::upload::UploadError;
+impl From<crate::storage::media::upload::UploadError> for Failure {
+    fn from(e: crate::storage::media::upload::UploadError) -> Failure {
+        use crate::storage::media::upload::UploadError;
         match e {
             UploadError::Refused(_) => Failure::bad_request(e.to_string()),
             UploadError::Io(_) => Failure::internal(e.to_string()),
@@ -90,9 +90,9 @@ impl From<crate::media::upload::UploadError> for Failure {
     }
 }
 
-impl From<crate::media::download::DownloadError> for Failure {
-    fn from(e: crate::media::download::DownloadError) -> Failure {
-        use crate::media::download::DownloadError;
+impl From<crate::storage::media::download::DownloadError> for Failure {
+    fn from(e: crate::storage::media::download::DownloadError) -> Failure {
+        use crate::storage::media::download::DownloadError;
         match e {
             DownloadError::TooMany(_) => Failure::bad_request(e.to_string()),
             DownloadError::Unknown | DownloadError::Missing => Failure::conflict(e.to_string()),

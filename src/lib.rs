@@ -15,21 +15,17 @@
 
 pub mod account;
 pub mod auth;
-pub mod backup;
 pub mod body;
 pub mod cli;
-pub mod collection;
 pub mod config;
 pub mod control;
-pub mod data_dir;
 pub mod error;
 pub mod framing;
 pub mod ground;
 pub mod listen;
-pub mod media;
 pub mod request_log;
 pub mod route;
 pub mod server;
+pub mod storage;
 pub mod sync;
 pub mod throttle;
-pub mod users;

@@ -159,7 +159,7 @@ fn upload(addr: SocketAddr, key: &str, file: &[u8]) -> Reply {
 
 /// A valid collection file with some content, made with the server's own code.
 fn collection_file(dir: &Path, notes: i64) -> Vec<u8> {
-    let conn = leitner::collection::open_or_create(dir).unwrap();
+    let conn = leitner::storage::collection::open_or_create(dir).unwrap();
     for id in 1..=notes {
         conn.execute(
             "INSERT INTO cards VALUES (?, ?, 1, 0, 0, 0, 0, 0, ?, 0, 0, 0, 0, 0, 0, 0, 0, '{}')",
@@ -169,7 +169,7 @@ fn collection_file(dir: &Path, notes: i64) -> Vec<u8> {
     }
     conn.execute("UPDATE col SET mod = 1000, scm = 2000, usn = 1", [])
         .unwrap();
-    leitner::collection::checkpoint(&conn).unwrap();
+    leitner::storage::collection::checkpoint(&conn).unwrap();
     drop(conn);
     std::fs::read(dir.join("collection.anki2")).unwrap()
 }

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use lexopt::Arg::{Long, Short, Value};
 
 use super::{context, help, human_bytes, Error, Outcome};
-use crate::backup::{self, Manifest};
 use crate::config::Config;
 use crate::control::{Coordinator, Scope};
 use crate::ground::durable;
-use crate::{collection, data_dir, media};
+use crate::storage::backup::{self, Manifest};
+use crate::storage::{collection, data_dir, media};
 
 const BACKUP_HELP: &str = "\
 usage: leitner backup DEST
@@ -116,7 +116,7 @@ fn write_users(
     // moment, before they go into the archive.
     let scratch = config.base.clone();
     let mut progress = Progress::new();
-    let users_file = crate::users::path(&config.base);
+    let users_file = crate::storage::users::path(&config.base);
     if users_file.exists() {
         writer
             .add_file(data_dir::USERS_FILE, &users_file)

@@ -7,10 +7,10 @@ use std::path::Path;
 use lexopt::Arg::{Long, Short, Value};
 
 use super::{context, help, user_name, Error, Outcome};
-use crate::collection::{self, snapshots};
 use crate::config::Config;
 use crate::control::{Coordinator, Scope};
-use crate::media::{self, store::Audit};
+use crate::storage::collection::{self, snapshots};
+use crate::storage::media::{self, store::Audit};
 
 const HELP: &str = "\
 usage: leitner check [--repair] [USER...]
@@ -58,7 +58,7 @@ pub(super) fn run(args: Vec<OsString>) -> Outcome {
     };
     let mut troubled = 0;
     for name in &names {
-        let dir = crate::data_dir::user_dir(&config.base, name);
+        let dir = crate::storage::data_dir::user_dir(&config.base, name);
         let (mut problems, audit) = inspect(&dir);
         if repair && !problems.is_empty() {
             let coordinator = coordinator.as_ref().expect("made for --repair");

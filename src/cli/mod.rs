@@ -78,7 +78,7 @@ pub fn main() -> ExitCode {
         "check" => check::run(args),
         "system" => system::run(args),
         "data-format" => {
-            println!("{}", crate::data_dir::FORMAT);
+            println!("{}", crate::storage::data_dir::FORMAT);
             Ok(())
         }
         "--version" | "-V" | "version" => {
@@ -218,7 +218,7 @@ pub(crate) fn user_name(arg: OsString) -> Result<String, Error> {
     let name = arg
         .into_string()
         .map_err(|_| Error::usage("the user name is not valid UTF-8"))?;
-    crate::config::check_username(&name)
+    crate::storage::data_dir::check_username(&name)
         .map_err(|why| Error::usage(format!("'{name}' cannot be a user: {why}")))?;
     Ok(name)
 }
@@ -232,7 +232,8 @@ pub(crate) fn all_users(config: &Config) -> Result<Vec<(String, String)>, Error>
         .enumerate()
         .map(|(i, u)| (u.name.clone(), format!("SYNC_USER{}", i + 1)))
         .collect();
-    let stored = crate::users::load(&config.base).map_err(|e| Error::failed(e.to_string()))?;
+    let stored =
+        crate::storage::users::load(&config.base).map_err(|e| Error::failed(e.to_string()))?;
     for user in stored {
         if !all.iter().any(|(name, _)| *name == user.name) {
             all.push((user.name, "store".into()));

@@ -46,7 +46,7 @@ pub(super) fn hash_password(args: Vec<OsString>) -> Outcome {
         .read_line(&mut line)
         .map_err(|_| Error::failed("could not read a password from stdin"))?;
     let password = line.trim_end_matches(['\r', '\n']);
-    crate::users::check_password(password).map_err(Error::failed)?;
+    crate::storage::users::check_password(password).map_err(Error::failed)?;
     println!("{}", crate::ground::password::hash_plain(password));
     Ok(())
 }

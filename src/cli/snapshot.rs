@@ -6,9 +6,9 @@ use std::ffi::OsString;
 use lexopt::Arg::{Long, Short, Value};
 
 use super::{context, help, human_bytes, print_table, user_name, utc_time, Error, Outcome};
-use crate::collection::{restore, snapshots, upload};
 use crate::config::Config;
 use crate::control::{Coordinator, Scope};
+use crate::storage::collection::{restore, snapshots, upload};
 
 const HELP: &str = "\
 usage: leitner snapshot list USER
@@ -71,7 +71,7 @@ pub(super) fn run(args: Vec<OsString>) -> Outcome {
 /// A user's folder, or an error naming the user if nobody by that name has
 /// one.
 fn existing_user(config: &Config, name: &str) -> Result<std::path::PathBuf, Error> {
-    let dir = crate::data_dir::user_dir(&config.base, name);
+    let dir = crate::storage::data_dir::user_dir(&config.base, name);
     let known = super::all_users(config)?.iter().any(|(n, _)| n == name);
     if !known && !dir.is_dir() {
         return Err(Error::failed(format!("there is no user '{name}'")));
@@ -129,7 +129,7 @@ fn take(config: &Config, only: Option<String>) -> Outcome {
     let _coordinator = Coordinator::new(&config.base).map_err(|e| Error::failed(e.to_string()))?;
     let mut failed = 0;
     for name in names {
-        let dir = crate::data_dir::user_dir(&config.base, &name);
+        let dir = crate::storage::data_dir::user_dir(&config.base, &name);
         match snapshots::take(&dir, config.snapshots) {
             Ok(snapshots::Taken::New(id)) => println!("{name}: snapshot {id}"),
             Ok(snapshots::Taken::Unchanged) => {

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{context, help, human_bytes, print_table, utc_time, Error, Outcome};
 use crate::control;
-use crate::data_dir::SeenMap;
+use crate::storage::data_dir::SeenMap;
 
 const HELP: &str = "\
 usage: leitner status [--json]
@@ -73,7 +73,7 @@ pub(super) fn run(args: Vec<OsString>) -> Outcome {
     };
     let seen = match server {
         Some(s) => s.seen,
-        None => crate::data_dir::load_seen(&config.base),
+        None => crate::storage::data_dir::load_seen(&config.base),
     };
     let (free, total) = disk_space(&config.base);
     let users = super::all_users(&config)?
@@ -165,15 +165,15 @@ fn print_text(s: &Status) {
 }
 
 fn user_status(base: &Path, name: String, source: String, seen: &SeenMap) -> UserStatus {
-    let dir = crate::data_dir::user_dir(base, &name);
-    let counts = read_only(&dir.join(crate::collection::FILE_NAME)).and_then(|conn| {
+    let dir = crate::storage::data_dir::user_dir(base, &name);
+    let counts = read_only(&dir.join(crate::storage::collection::FILE_NAME)).and_then(|conn| {
         let count = |table: &str| -> Option<i64> {
             conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
                 .ok()
         };
         Some((count("notes")?, count("cards")?, count("revlog")?))
     });
-    let media = read_only(&dir.join(crate::media::store::DB_NAME)).and_then(|conn| {
+    let media = read_only(&dir.join(crate::storage::media::store::DB_NAME)).and_then(|conn| {
         conn.query_row(
             "SELECT total_nonempty_files, total_bytes FROM meta",
             [],
@@ -189,7 +189,7 @@ fn user_status(base: &Path, name: String, source: String, seen: &SeenMap) -> Use
         reviews: counts.map(|c| c.2),
         media_files: media.map(|m| m.0),
         media_bytes: media.map(|m| m.1),
-        snapshots: crate::collection::snapshots::list(&dir)
+        snapshots: crate::storage::collection::snapshots::list(&dir)
             .map(|l| l.len())
             .unwrap_or(0),
         last_sync_ms: last.map(|s| s.at),
@@ -209,15 +209,15 @@ fn read_only(path: &Path) -> Option<Connection> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .ok()?;
-    crate::collection::register_unicase(&conn).ok()?;
+    crate::storage::collection::register_unicase(&conn).ok()?;
     conn.busy_timeout(std::time::Duration::from_secs(5)).ok()?;
     Some(conn)
 }
 
 /// The collection's size on disk, its write-ahead log included.
 pub(super) fn collection_bytes(dir: &Path) -> Option<u64> {
-    let main = std::fs::metadata(dir.join(crate::collection::FILE_NAME)).ok()?;
-    let wal = std::fs::metadata(dir.join(format!("{}-wal", crate::collection::FILE_NAME)))
+    let main = std::fs::metadata(dir.join(crate::storage::collection::FILE_NAME)).ok()?;
+    let wal = std::fs::metadata(dir.join(format!("{}-wal", crate::storage::collection::FILE_NAME)))
         .map(|m| m.len())
         .unwrap_or(0);
     Some(main.len() + wal)
@@ -228,7 +228,7 @@ pub(super) fn collection_bytes(dir: &Path) -> Option<u64> {
 pub(super) fn last_seen(base: &Path) -> SeenMap {
     match control::server_status(base) {
         Ok(Some(status)) => status.seen,
-        _ => crate::data_dir::load_seen(base),
+        _ => crate::storage::data_dir::load_seen(base),
     }
 }
 

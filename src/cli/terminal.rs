@@ -53,7 +53,7 @@ pub(super) fn password_from_stdin() -> Result<String, Error> {
     let mut line = String::new();
     io::stdin()
         .lock()
-        .take(crate::users::MAX_PASSWORD_BYTES as u64 + 2)
+        .take(crate::storage::users::MAX_PASSWORD_BYTES as u64 + 2)
         .read_line(&mut line)
         .map_err(|e| Error::failed(format!("reading the password: {e}")))?;
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())

@@ -8,7 +8,7 @@ use lexopt::Arg::{Long, Short, Value};
 use super::{context, help, terminal, user_name, Error, Outcome};
 use crate::config::Config;
 use crate::control::{Coordinator, Scope};
-use crate::users::{self, StoredUser, UsersError};
+use crate::storage::users::{self, StoredUser, UsersError};
 
 const HELP: &str = "\
 usage: leitner user add NAME [--password-stdin]
@@ -128,7 +128,7 @@ fn add(config: &Config, name: &str, stdin: bool) -> Outcome {
         Ok(())
     })
     .map_err(store_error)?;
-    let dir = crate::data_dir::user_dir(&config.base, name);
+    let dir = crate::storage::data_dir::user_dir(&config.base, name);
     create_private_dir(&dir).map_err(|e| Error::failed(format!("{}: {e}", dir.display())))?;
     println!("added user '{name}': their devices can log in now");
     Ok(())
@@ -166,7 +166,7 @@ fn remove(config: &Config, name: &str, delete_data: bool, yes: bool) -> Outcome 
     if !stored(config, name)? {
         return Err(no_such_user(name));
     }
-    let dir = crate::data_dir::user_dir(&config.base, name);
+    let dir = crate::storage::data_dir::user_dir(&config.base, name);
     if delete_data
         && !yes
         && !terminal::confirm(
@@ -227,7 +227,7 @@ fn list(config: &Config) -> Outcome {
     let rows: Vec<Vec<String>> = super::all_users(config)?
         .into_iter()
         .map(|(name, source)| {
-            let dir = crate::data_dir::user_dir(&config.base, &name);
+            let dir = crate::storage::data_dir::user_dir(&config.base, &name);
             let size = super::status::collection_bytes(&dir);
             vec![
                 name.clone(),

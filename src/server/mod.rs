@@ -222,7 +222,7 @@ pub async fn serve(
     let base = config.base.clone();
     let _lock = crate::ground::pool::blocking(move || {
         let lock = lock_data_dir(&base)?;
-        crate::data_dir::claim_format(&base)?;
+        crate::storage::data_dir::claim_format(&base)?;
         Ok::<_, io::Error>(lock)
     })
     .await?;
@@ -324,10 +324,11 @@ pub async fn serve(
     let base = service.config.base.clone();
     let seen = service.seen();
     crate::ground::pool::blocking(move || {
-        let _ =
-            crate::ground::durable::remove_if_present(&base.join(crate::data_dir::CONTROL_SOCKET));
-        if seen != crate::data_dir::load_seen(&base) {
-            if let Err(e) = crate::data_dir::save_seen(&base, &seen) {
+        let _ = crate::ground::durable::remove_if_present(
+            &base.join(crate::storage::data_dir::CONTROL_SOCKET),
+        );
+        if seen != crate::storage::data_dir::load_seen(&base) {
+            if let Err(e) = crate::storage::data_dir::save_seen(&base, &seen) {
                 log::warn!("saving when users last synced: {e}");
             }
         }
@@ -351,16 +352,16 @@ async fn release_memory_when_settled(service: Arc<Service>) {
 }
 
 /// Takes the data directory's lock, saying so if it must wait. Blocking.
-fn lock_data_dir(base: &std::path::Path) -> io::Result<crate::data_dir::DirLock> {
+fn lock_data_dir(base: &std::path::Path) -> io::Result<crate::storage::data_dir::DirLock> {
     std::fs::create_dir_all(base)?;
-    if let Some(lock) = crate::data_dir::try_lock(base)? {
+    if let Some(lock) = crate::storage::data_dir::try_lock(base)? {
         return Ok(lock);
     }
     log::warn!(
         "waiting for another leitner process using {} (a command, or a second server)",
         base.display()
     );
-    crate::data_dir::lock(base)
+    crate::storage::data_dir::lock(base)
 }
 
 fn notify(state: &[NotifyState]) {

@@ -7,9 +7,9 @@ use http_types::Response;
 use super::{blocking, stream_body, Call};
 use crate::account::Account;
 use crate::body::{BodyError, Incoming};
-use crate::collection::{download, legacy, snapshots, upload};
 use crate::error::Outcome;
 use crate::framing;
+use crate::storage::collection::{download, legacy, snapshots, upload};
 
 /// Why an upload was not taken. The client shows the message as is.
 #[derive(Debug)]

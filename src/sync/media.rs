@@ -13,7 +13,7 @@ use crate::account::{open_media, Account};
 use crate::error::{Failure, Outcome};
 use crate::framing;
 use crate::ground::clock;
-use crate::media::{self, download, upload};
+use crate::storage::media::{self, download, upload};
 
 /// Most entries in one `mediaChanges` reply, as the official server sends.
 const CHANGES_PER_REPLY: usize = 1000;

@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{blocking, Call};
 use crate::account::Account;
-use crate::collection;
 use crate::error::{Failure, Outcome};
 use crate::framing::{self, MAX_VERSION, MIN_VERSION};
 use crate::ground::clock;
+use crate::storage::collection;
 
 #[derive(Deserialize)]
 struct MetaRequest {

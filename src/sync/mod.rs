@@ -19,7 +19,6 @@ use smol::future::FutureExt;
 
 use crate::auth::Users;
 use crate::body::Incoming;
-use crate::collection::snapshots;
 use crate::config::Config;
 use crate::error::{Failure, Outcome};
 use crate::framing::{self, SyncHeader};
@@ -28,6 +27,7 @@ use crate::ground::pool::blocking;
 use crate::request_log::{self, RequestLine};
 use crate::route::{self, Endpoint, MediaMethod, Refusal, SyncMethod};
 use crate::server::Activity;
+use crate::storage::collection::snapshots;
 
 /// Everything the endpoints share: configuration and users. Built once.
 pub struct Service {
@@ -62,7 +62,7 @@ impl Service {
         }
         let users =
             Users::new(config.users.clone(), config.base.clone()).map_err(io::Error::other)?;
-        let seen = crate::data_dir::load_seen(&config.base);
+        let seen = crate::storage::data_dir::load_seen(&config.base);
         for known in users.all() {
             let account = &known.account;
             std::fs::create_dir_all(&account.dir)?;
@@ -86,8 +86,8 @@ impl Service {
 
     /// What the server saw of each user, for `leitner status` and the record
     /// kept across restarts.
-    pub fn seen(&self) -> crate::data_dir::SeenMap {
-        let mut all = crate::data_dir::load_seen(&self.config.base);
+    pub fn seen(&self) -> crate::storage::data_dir::SeenMap {
+        let mut all = crate::storage::data_dir::load_seen(&self.config.base);
         for known in self.users.all() {
             if let Some(seen) = known.account.last_seen() {
                 all.insert(known.account.name.clone(), seen);
@@ -136,7 +136,7 @@ pub struct Call {
     /// The endpoint's body limit (see [`Endpoint::body_limit`]).
     limit: u64,
     /// An old client's upload, received before its host key was read.
-    pub legacy_upload: Option<crate::collection::upload::Received>,
+    pub legacy_upload: Option<crate::storage::collection::upload::Received>,
 }
 
 impl Call {
@@ -346,7 +346,7 @@ struct LegacyForm {
     payload: Vec<u8>,
     /// The payload's memory, charged to the budget.
     _charge: Option<crate::ground::budget::Charge>,
-    upload: Option<crate::collection::upload::Received>,
+    upload: Option<crate::storage::collection::upload::Received>,
 }
 
 /// Reads an old client's form: its fields come after the payload, so the
@@ -423,7 +423,7 @@ async fn answer(
         .by_host_key(&call.header.host_key)
         .ok_or_else(Failure::forbidden)?;
     line.user = Some(account.name.clone());
-    account.saw(crate::data_dir::Seen {
+    account.saw(crate::storage::data_dir::Seen {
         at: crate::ground::clock::now_millis(),
         client: call.header.client.clone(),
     });

@@ -9,11 +9,11 @@ use serde_json::Value;
 
 use super::{bad, step_with, Session};
 use crate::account::Account;
-use crate::collection::objects;
-use crate::collection::schema11;
 use crate::error::Outcome;
 use crate::framing::Json;
 use crate::ground::clock;
+use crate::storage::collection::objects;
+use crate::storage::collection::schema11;
 use crate::sync::Call;
 
 #[derive(Deserialize)]

@@ -9,10 +9,10 @@ use serde_json::Value;
 
 use super::{bad, decode, step, step_with, ChunkOf, Pending};
 use crate::account::Account;
-use crate::collection::schema11::int;
-use crate::collection::text;
 use crate::error::Outcome;
 use crate::framing::Json;
+use crate::storage::collection::schema11::int;
+use crate::storage::collection::text;
 use crate::sync::Call;
 /// Rows per `chunk` reply, as the official server.
 const CHUNK_BUDGET: i32 = 250;
@@ -392,7 +392,7 @@ fn notetype_shape(conn: &Connection, mid: i64) -> Outcome<(usize, usize)> {
             r.get(0)
         })
         .optional()?;
-    let config: crate::collection::proto::NotetypeConfig =
+    let config: crate::storage::collection::proto::NotetypeConfig =
         decode(&config.ok_or_else(|| bad(format!("note refers to missing notetype {mid}")))?)?;
     let fields: usize =
         conn.query_row("SELECT count(*) FROM fields WHERE ntid = ?", [mid], |r| {

@@ -9,9 +9,9 @@ use serde_json::Value;
 
 use super::{step_with, ChunkOf};
 use crate::account::Account;
-use crate::collection::schema11::int;
 use crate::error::Outcome;
 use crate::framing::Json;
+use crate::storage::collection::schema11::int;
 use crate::sync::Call;
 #[derive(Serialize, Default)]
 pub(super) struct Graves {

@@ -8,9 +8,9 @@ use serde_json::{json, Value};
 
 use super::session_key;
 use crate::account::Account;
-use crate::collection::schema11::int;
 use crate::error::{Failure, Outcome};
 use crate::framing::{self};
+use crate::storage::collection::schema11::int;
 use crate::sync::{blocking, Call};
 
 #[derive(Deserialize)]

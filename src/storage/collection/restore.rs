@@ -43,7 +43,7 @@ pub fn prepare(account_dir: &Path, id: i64, now_ms: i64) -> Result<Received, Sna
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collection::{self, snapshots::Limits};
+    use crate::storage::collection::{self, snapshots::Limits};
 
     #[test]
     fn a_restored_collection_replaces_the_live_one_which_becomes_a_snapshot() {

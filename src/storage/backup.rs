@@ -155,7 +155,7 @@ fn place(path: &Path) -> Result<PathBuf, BackupError> {
         }
     }
     let user = |name: &str| {
-        crate::config::check_username(name)
+        crate::storage::data_dir::check_username(name)
             .map_err(|why| invalid(format!("user folder '{name}': {why}")))
     };
     match parts
@@ -164,11 +164,13 @@ fn place(path: &Path) -> Result<PathBuf, BackupError> {
         .collect::<Vec<_>>()
         .as_slice()
     {
-        [crate::data_dir::USERS_FILE] | [MANIFEST] => {}
-        [name, crate::collection::FILE_NAME | crate::media::store::DB_NAME] => user(name)?,
-        [name, crate::media::store::FOLDER, file] => {
+        [crate::storage::data_dir::USERS_FILE] | [MANIFEST] => {}
+        [name, crate::storage::collection::FILE_NAME | crate::storage::media::store::DB_NAME] => {
+            user(name)?
+        }
+        [name, crate::storage::media::store::FOLDER, file] => {
             user(name)?;
-            crate::media::names::check(file)
+            crate::storage::media::names::check(file)
                 .map_err(|why| invalid(format!("media file {file:?}: {why}")))?;
         }
         _ => return Err(invalid(format!("unexpected entry {}", path.display()))),

@@ -16,8 +16,8 @@ use pbkdf2::password_hash::{PasswordHasher, SaltString};
 use pbkdf2::{Params, Pbkdf2};
 use serde::{Deserialize, Serialize};
 
-use crate::data_dir::USERS_FILE;
 use crate::ground::durable;
+use crate::storage::data_dir::USERS_FILE;
 
 /// Longest password accepted; PBKDF2 takes any length, but nobody types more.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
@@ -93,7 +93,7 @@ fn parse(bytes: &[u8]) -> Result<Vec<StoredUser>, UsersError> {
         )));
     }
     for user in &file.users {
-        crate::config::check_username(&user.name)
+        crate::storage::data_dir::check_username(&user.name)
             .and_then(|()| crate::ground::password::check_phc(&user.password))
             .map_err(|why| UsersError::Damaged(format!("user '{}': {why}", user.name)))?;
     }

@@ -45,6 +45,32 @@ pub fn is_reserved(name: &str) -> bool {
         || name.contains(durable::TEMP_MARK)
 }
 
+/// A username names a folder under `SYNC_BASE`, so it must be one plain
+/// path component, and not one of leitner's own names there.
+pub fn check_username(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("the username is empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("'{name}' cannot be a username"));
+    }
+    if is_reserved(name) {
+        return Err(format!(
+            "'{name}' cannot be a username (names starting with 'leitner-' or 'leitner.' are leitner's own)"
+        ));
+    }
+    if name.len() > 200 {
+        return Err("the username is longer than 200 bytes".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| matches!(c, '/' | '\\') || c.is_control())
+    {
+        return Err(format!("the username contains {c:?}"));
+    }
+    Ok(())
+}
+
 /// The exclusive lock on a data directory; released on drop (or when the
 /// process dies, however it dies).
 pub struct DirLock {

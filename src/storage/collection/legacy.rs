@@ -233,7 +233,7 @@ mod tests {
     #[test]
     fn a_collection_survives_schema_11_and_back() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = crate::collection::open_or_create(dir.path()).unwrap();
+        let conn = crate::storage::collection::open_or_create(dir.path()).unwrap();
         conn.execute_batch(
             "INSERT INTO tags VALUES ('Verbs::irregular', 5, 1, NULL);
              INSERT INTO config VALUES ('leitnerTest', 3, 0, CAST('[1,2]' AS BLOB));

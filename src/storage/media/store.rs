@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::collection::StoreError;
 use crate::ground::durable;
+use crate::storage::collection::StoreError;
 
 pub const DB_NAME: &str = "media.db";
 pub const FOLDER: &str = "media";

@@ -7,7 +7,7 @@ use std::io;
 
 use super::store::Store;
 use super::zip::{Download, Outgoing};
-use crate::collection::StoreError;
+use crate::storage::collection::StoreError;
 
 /// Why the asked-for files cannot be sent.
 #[derive(Debug)]
