@@ -13,12 +13,8 @@
 // `ground::memory`).
 #![deny(unsafe_code)]
 
-pub mod account;
-pub mod auth;
 pub mod body;
 pub mod cli;
-pub mod config;
-pub mod control;
 pub mod error;
 pub mod framing;
 pub mod ground;
@@ -26,6 +22,6 @@ pub mod listen;
 pub mod request_log;
 pub mod route;
 pub mod server;
+pub mod service;
 pub mod storage;
 pub mod sync;
-pub mod throttle;

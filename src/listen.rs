@@ -5,7 +5,7 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 
-use crate::config::Config;
+use crate::service::config::Config;
 
 pub struct Listener {
     pub socket: TcpListener,

@@ -10,7 +10,7 @@ use std::time::Instant;
 use http_types::{Body, Response};
 use smol::io::{AsyncBufRead, AsyncRead};
 
-use crate::server::ActivityGuard;
+use crate::service::activity::ActivityGuard;
 
 /// What the request line says, gathered while the request is handled.
 pub struct RequestLine {

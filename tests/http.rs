@@ -7,8 +7,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
-use leitner::config::Config;
 use leitner::listen::Listener;
+use leitner::service::config::Config;
 
 struct Server {
     addr: SocketAddr,
@@ -361,7 +361,7 @@ fn users_are_kept_apart() {
     let scratch = tempfile::tempdir().unwrap();
     let file = collection_file(scratch.path(), 5);
     assert_eq!(upload(s.addr, ALICE, &file).payload(), b"OK");
-    let bob = leitner::auth::host_key("bob:hunter2");
+    let bob = leitner::service::auth::host_key("bob:hunter2");
     let meta = call(s.addr, "meta", &bob, r#"{"v":11,"cv":"x"}"#).json();
     assert_eq!(meta["empty"], true);
     assert_eq!(meta["mod"], 0);

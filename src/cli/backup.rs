@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use lexopt::Arg::{Long, Short, Value};
 
 use super::{context, help, human_bytes, Error, Outcome};
-use crate::config::Config;
-use crate::control::{Coordinator, Scope};
 use crate::ground::durable;
+use crate::service::config::Config;
+use crate::service::control::{Coordinator, Scope};
 use crate::storage::backup::{self, Manifest};
 use crate::storage::{collection, data_dir, media};
 

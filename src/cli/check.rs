@@ -7,8 +7,8 @@ use std::path::Path;
 use lexopt::Arg::{Long, Short, Value};
 
 use super::{context, help, user_name, Error, Outcome};
-use crate::config::Config;
-use crate::control::{Coordinator, Scope};
+use crate::service::config::Config;
+use crate::service::control::{Coordinator, Scope};
 use crate::storage::collection::{self, snapshots};
 use crate::storage::media::{self, store::Audit};
 

@@ -16,7 +16,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::config::Config;
+use crate::service::config::Config;
 
 const USAGE: &str = "\
 leitner: a small self-hosted Anki sync server
@@ -147,10 +147,10 @@ pub(crate) fn help(text: &str) -> Outcome {
 pub(crate) fn context() -> Result<Config, Error> {
     // The service's configuration file, beneath this command's environment
     // (LEITNER_CONFIG names another file; empty: none).
-    let file =
-        std::env::var("LEITNER_CONFIG").unwrap_or_else(|_| crate::config::CONFIG_FILE.into());
+    let file = std::env::var("LEITNER_CONFIG")
+        .unwrap_or_else(|_| crate::service::config::CONFIG_FILE.into());
     let from_file = match std::fs::read_to_string(&file) {
-        Ok(text) => crate::config::parse_env_file(&text),
+        Ok(text) => crate::service::config::parse_env_file(&text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound || file.is_empty() => Vec::new(),
         Err(e) => return Err(Error::failed(format!("{file}: {e}"))),
     };

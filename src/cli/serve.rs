@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::io::BufRead;
 
 use super::{help, Error, Outcome};
-use crate::config::Config;
+use crate::service::config::Config;
 
 const SERVE_HELP: &str = "\
 usage: leitner [serve]

@@ -6,8 +6,8 @@ use std::ffi::OsString;
 use lexopt::Arg::{Long, Short, Value};
 
 use super::{context, help, human_bytes, print_table, user_name, utc_time, Error, Outcome};
-use crate::config::Config;
-use crate::control::{Coordinator, Scope};
+use crate::service::config::Config;
+use crate::service::control::{Coordinator, Scope};
 use crate::storage::collection::{restore, snapshots, upload};
 
 const HELP: &str = "\

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
 use super::{context, help, human_bytes, print_table, utc_time, Error, Outcome};
-use crate::control;
+use crate::service::control;
 use crate::storage::data_dir::SeenMap;
 
 const HELP: &str = "\

@@ -6,8 +6,8 @@ use std::ffi::OsString;
 use lexopt::Arg::{Long, Short, Value};
 
 use super::{context, help, terminal, user_name, Error, Outcome};
-use crate::config::Config;
-use crate::control::{Coordinator, Scope};
+use crate::service::config::Config;
+use crate::service::control::{Coordinator, Scope};
 use crate::storage::users::{self, StoredUser, UsersError};
 
 const HELP: &str = "\

@@ -15,7 +15,8 @@ use smol::Timer;
 use super::forwarded;
 use super::head::{self, Refused};
 use super::wire::{Stalling, Wire};
-use crate::sync::{self, Service};
+use crate::service::Service;
+use crate::sync;
 
 /// How long a connection may sit between requests, or take to send a head
 /// (async-h1's own default).

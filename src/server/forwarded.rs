@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use http_types::Request;
 
-use crate::config::Cidr;
+use crate::service::config::Cidr;
 
 /// Who sent `req` over a connection from `peer`.
 pub(super) fn client(peer: IpAddr, req: &Request, trusted: &[Cidr]) -> IpAddr {

@@ -4,8 +4,7 @@
 
 use std::future::pending;
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_signal::{Signal, Signals};
@@ -16,9 +15,10 @@ use smol::net::{TcpListener, TcpStream};
 use smol::stream::StreamExt;
 use smol::Timer;
 
-use crate::config::Config;
 use crate::listen::Listener;
-use crate::sync::Service;
+use crate::service::activity::Activity;
+use crate::service::config::Config;
+use crate::service::Service;
 
 mod chunked;
 mod connection;
@@ -36,125 +36,6 @@ const CALM_LIMIT: Duration = Duration::from_secs(600);
 /// After this long without requests or background work, the memory kept
 /// from them (database caches, the allocator's free lists) goes back.
 const MEMORY_CALM: Duration = Duration::from_secs(20);
-
-/// Counts requests and background jobs in flight, and when the last ended.
-pub struct Activity {
-    requests: AtomicUsize,
-    jobs: AtomicUsize,
-    last_request_end: Mutex<Instant>,
-    last_end: Mutex<Instant>,
-    /// Closed when the server stops: what only waits (a throttled login)
-    /// gives up instead of holding the exit back.
-    stopping: (Sender<()>, Receiver<()>),
-}
-
-/// Held while a request or job runs.
-pub struct ActivityGuard {
-    activity: Arc<Activity>,
-    job: bool,
-}
-
-impl Activity {
-    pub fn new() -> Activity {
-        Activity {
-            requests: AtomicUsize::new(0),
-            jobs: AtomicUsize::new(0),
-            last_request_end: Mutex::new(Instant::now()),
-            last_end: Mutex::new(Instant::now()),
-            stopping: smol::channel::bounded(1),
-        }
-    }
-
-    /// Says the server is stopping (see [`Activity::stopped`]).
-    pub fn stop(&self) {
-        self.stopping.0.close();
-    }
-
-    /// Resolves once the server is stopping.
-    pub async fn stopped(&self) {
-        let _ = self.stopping.1.recv().await;
-    }
-
-    /// A request: idle exit and SIGTERM wait for it.
-    pub fn begin(self: &Arc<Self>) -> ActivityGuard {
-        self.requests.fetch_add(1, Ordering::SeqCst);
-        ActivityGuard {
-            activity: self.clone(),
-            job: false,
-        }
-    }
-
-    /// Background work: waited for like a request, but it yields to requests
-    /// (see [`Activity::quiet`]).
-    pub fn begin_job(self: &Arc<Self>) -> ActivityGuard {
-        self.jobs.fetch_add(1, Ordering::SeqCst);
-        ActivityGuard {
-            activity: self.clone(),
-            job: true,
-        }
-    }
-
-    pub fn in_flight(&self) -> usize {
-        self.requests.load(Ordering::SeqCst) + self.jobs.load(Ordering::SeqCst)
-    }
-
-    fn idle_for(&self) -> Option<Duration> {
-        if self.in_flight() > 0 {
-            return None;
-        }
-        Some(lock(&self.last_end).elapsed())
-    }
-
-    /// Waits until nothing (request or background job) has run for `calm`;
-    /// returns when the last one ended.
-    pub async fn settled(&self, calm: Duration) -> Instant {
-        loop {
-            let last = *lock(&self.last_end);
-            let since = last.elapsed();
-            if self.in_flight() == 0 && since >= calm {
-                return last;
-            }
-            Timer::after(calm.saturating_sub(since).max(Duration::from_millis(100))).await;
-        }
-    }
-
-    /// Waits until no request has run for `calm`, so background work does not
-    /// take a small board's CPU from a sync in progress.
-    pub async fn quiet(&self, calm: Duration) {
-        loop {
-            let busy = self.requests.load(Ordering::SeqCst) > 0;
-            let since = lock(&self.last_request_end).elapsed();
-            if !busy && since >= calm {
-                return;
-            }
-            Timer::after(if busy { calm } else { calm - since }).await;
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Default for Activity {
-    fn default() -> Self {
-        Activity::new()
-    }
-}
-
-impl Drop for ActivityGuard {
-    fn drop(&mut self) {
-        let a = &self.activity;
-        let now = Instant::now();
-        *lock(&a.last_end) = now;
-        if self.job {
-            a.jobs.fetch_sub(1, Ordering::SeqCst);
-        } else {
-            *lock(&a.last_request_end) = now;
-            a.requests.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-}
 
 /// Why the server should stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -230,8 +111,8 @@ pub async fn serve(
         let activity = activity.clone();
         Arc::new(crate::ground::pool::blocking(move || Service::new(config, activity)).await?)
     };
-    let control = crate::control::bind(&service.config.base)?;
-    let _control = smol::spawn(crate::control::serve(
+    let control = crate::service::control::bind(&service.config.base)?;
+    let _control = smol::spawn(crate::service::control::serve(
         control,
         service.clone(),
         listener.activated,
@@ -345,7 +226,14 @@ async fn release_memory_when_settled(service: Arc<Service>) {
         if released_after != Some(last) {
             released_after = Some(last);
             let service = service.clone();
-            crate::ground::pool::blocking(move || service.release_memory()).await;
+            crate::ground::pool::blocking(move || {
+                service.release_memory();
+                crate::body::release_spares();
+                crate::framing::release_spares();
+                crate::ground::memory::trim();
+                crate::ground::memory::release_code_pages();
+            })
+            .await;
         }
         Timer::after(MEMORY_CALM).await;
     }

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use http_types::Response;
 
 use super::{blocking, stream_body, Call};
-use crate::account::Account;
 use crate::body::{BodyError, Incoming};
 use crate::error::Outcome;
 use crate::framing;
+use crate::service::account::Account;
 use crate::storage::collection::{download, legacy, snapshots, upload};
 
 /// Why an upload was not taken. The client shows the message as is.

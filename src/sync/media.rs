@@ -9,10 +9,10 @@ use http_types::{Body, Response};
 use serde::{Deserialize, Serialize};
 
 use super::{blocking, stream_body, Call};
-use crate::account::{open_media, Account};
 use crate::error::{Failure, Outcome};
 use crate::framing;
 use crate::ground::clock;
+use crate::service::account::{open_media, Account};
 use crate::storage::media::{self, download, upload};
 
 /// Most entries in one `mediaChanges` reply, as the official server sends.

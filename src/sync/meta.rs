@@ -7,10 +7,10 @@ use http_types::Response;
 use serde::{Deserialize, Serialize};
 
 use super::{blocking, Call};
-use crate::account::Account;
 use crate::error::{Failure, Outcome};
 use crate::framing::{self, MAX_VERSION, MIN_VERSION};
 use crate::ground::clock;
+use crate::service::account::Account;
 use crate::storage::collection;
 
 #[derive(Deserialize)]

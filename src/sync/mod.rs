@@ -6,7 +6,6 @@ mod media;
 mod meta;
 pub mod normal;
 
-use std::io;
 use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::AtomicU64;
@@ -17,113 +16,13 @@ use http_types::{Body, Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use smol::future::FutureExt;
 
-use crate::auth::Users;
 use crate::body::Incoming;
-use crate::config::Config;
 use crate::error::{Failure, Outcome};
 use crate::framing::{self, SyncHeader};
-use crate::ground::budget::Budget;
 use crate::ground::pool::blocking;
 use crate::request_log::{self, RequestLine};
 use crate::route::{self, Endpoint, MediaMethod, Refusal, SyncMethod};
-use crate::server::Activity;
-use crate::storage::collection::snapshots;
-
-/// Everything the endpoints share: configuration and users. Built once.
-pub struct Service {
-    pub config: Config,
-    pub users: Users,
-    pub activity: Arc<Activity>,
-    /// Memory for request bodies in flight, all requests together.
-    pub budget: Arc<Budget>,
-    /// Requests not yet known to come from a user (logins): only so many
-    /// at once, whatever a LAN device opens.
-    strangers: crate::throttle::Strangers,
-}
-
-/// The memory request bodies may take at once: with the rest of the process
-/// (about 10 MB), under 64 MB whatever the network sends.
-const BODY_BUDGET: u64 = 48 << 20;
-
-/// Logins in flight at once, in all and from one address.
-const STRANGERS: usize = 1024;
-const STRANGERS_PER_ADDRESS: usize = 32;
-
-impl Service {
-    /// Reads the users, creates every user's folder and finishes what a
-    /// crash interrupted. Blocking.
-    pub fn new(config: Config, activity: Arc<Activity>) -> io::Result<Service> {
-        std::fs::create_dir_all(&config.base)?;
-        // An old client's upload arrives here before its user is known; a
-        // command may be writing the users store beside it, so only what a
-        // dead process left goes.
-        for stale in crate::ground::durable::stale_temps(&config.base) {
-            let _ = crate::ground::durable::remove_if_present(&stale);
-        }
-        let users =
-            Users::new(config.users.clone(), config.base.clone()).map_err(io::Error::other)?;
-        let seen = crate::storage::data_dir::load_seen(&config.base);
-        for known in users.all() {
-            let account = &known.account;
-            std::fs::create_dir_all(&account.dir)?;
-            crate::ground::durable::sweep_temps(&account.dir)?;
-            snapshots::repair(&account.dir, config.snapshots);
-            if let Some(seen) = seen.get(&account.name) {
-                account.saw(seen.clone());
-            }
-        }
-        if users.all().is_empty() {
-            log::warn!("no users yet: add one with `leitner user add NAME`");
-        }
-        Ok(Service {
-            config,
-            users,
-            activity,
-            budget: Budget::new(BODY_BUDGET),
-            strangers: crate::throttle::Strangers::new(STRANGERS, STRANGERS_PER_ADDRESS),
-        })
-    }
-
-    /// What the server saw of each user, for `leitner status` and the record
-    /// kept across restarts.
-    pub fn seen(&self) -> crate::storage::data_dir::SeenMap {
-        let mut all = crate::storage::data_dir::load_seen(&self.config.base);
-        for known in self.users.all() {
-            if let Some(seen) = known.account.last_seen() {
-                all.insert(known.account.name.clone(), seen);
-            }
-        }
-        all
-    }
-
-    /// Whether any user is in the middle of a sync (between requests of a
-    /// normal sync counts), so the process must not exit yet.
-    pub fn syncing(&self) -> bool {
-        let idle = self.config.sync_idle;
-        self.users
-            .all()
-            .iter()
-            .any(|known| known.account.busy(idle))
-    }
-
-    /// Gives back memory kept from past requests: the users' database page
-    /// caches, then the allocator's free memory. Blocking.
-    pub fn release_memory(&self) {
-        for known in self.users.all() {
-            known.account.release_memory();
-        }
-        crate::body::release_spares();
-        crate::framing::release_spares();
-        crate::ground::memory::trim();
-        crate::ground::memory::release_code_pages();
-    }
-
-    /// Decompressed size limit for a collection upload, as the official
-    /// server applies it: three times `MAX_SYNC_PAYLOAD_MEGS`.
-    pub fn collection_limit(&self) -> u64 {
-        self.config.max_payload.saturating_mul(3)
-    }
-}
+use crate::service::Service;
 
 /// One sync request being answered.
 pub struct Call {

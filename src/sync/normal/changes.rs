@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{bad, step_with, Session};
-use crate::account::Account;
 use crate::error::Outcome;
 use crate::framing::Json;
 use crate::ground::clock;
+use crate::service::account::Account;
 use crate::storage::collection::objects;
 use crate::storage::collection::schema11;
 use crate::sync::Call;

@@ -8,9 +8,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{bad, decode, step, step_with, ChunkOf, Pending};
-use crate::account::Account;
 use crate::error::Outcome;
 use crate::framing::Json;
+use crate::service::account::Account;
 use crate::storage::collection::schema11::int;
 use crate::storage::collection::text;
 use crate::sync::Call;

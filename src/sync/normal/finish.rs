@@ -6,10 +6,10 @@ use http_types::Response;
 use serde_json::Value;
 
 use super::session_key;
-use crate::account::Account;
 use crate::error::{Failure, Outcome};
 use crate::framing::{self};
 use crate::ground::clock;
+use crate::service::account::Account;
 use crate::sync::{blocking, Call};
 pub async fn finish(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
     let key = session_key(call)?;

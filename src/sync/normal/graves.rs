@@ -8,9 +8,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{step_with, ChunkOf};
-use crate::account::Account;
 use crate::error::Outcome;
 use crate::framing::Json;
+use crate::service::account::Account;
 use crate::storage::collection::schema11::int;
 use crate::sync::Call;
 #[derive(Serialize, Default)]

@@ -24,7 +24,7 @@ pub use sanity::sanity_check;
 pub use start::start;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http_types::Response;
 use rusqlite::Connection;
@@ -32,53 +32,10 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::{blocking, Call, Later};
-use crate::account::{Account, AccountState};
 use crate::error::{Failure, Outcome};
 use crate::framing::{self, Json};
-pub struct Session {
-    /// The client's session key (`s` of `start`).
-    pub key: String,
-    /// `col.usn` at `start`: stamped on everything this sync writes.
-    pub server_usn: i32,
-    /// The client's `minUsn`: rows with `usn >= client_usn` are news to it.
-    pub client_usn: i32,
-    pub client_is_newer: bool,
-    /// Ids still to send in `chunk` replies, taken at the first `chunk`.
-    pending: Option<Pending>,
-    touched: Instant,
-}
-
-struct Pending {
-    revlog: Vec<i64>,
-    cards: Vec<i64>,
-    notes: Vec<i64>,
-}
-
-impl AccountState {
-    /// Rolls back a sync nobody has touched for `idle`.
-    pub fn expire_session(&mut self, idle: Duration) {
-        if self
-            .session
-            .as_ref()
-            .is_some_and(|s| s.touched.elapsed() > idle)
-        {
-            log::warn!("rolling back an abandoned sync");
-            self.abort_session();
-        }
-    }
-
-    pub fn has_session(&self) -> bool {
-        self.session.is_some()
-    }
-
-    /// Whether a normal sync is under way: started, and touched within
-    /// `idle` (an older one is abandoned and will be rolled back).
-    pub fn syncing(&self, idle: Duration) -> bool {
-        self.session
-            .as_ref()
-            .is_some_and(|s| s.touched.elapsed() <= idle)
-    }
-}
+use crate::service::account::Account;
+use crate::service::session::{Pending, Session};
 
 fn session_key(call: &Call) -> Outcome<String> {
     if call.header.session.is_empty() {

@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::session_key;
-use crate::account::Account;
 use crate::error::{Failure, Outcome};
 use crate::framing::{self};
+use crate::service::account::Account;
 use crate::storage::collection::schema11::int;
 use crate::sync::{blocking, Call};
 

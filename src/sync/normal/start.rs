@@ -8,9 +8,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{session_key, Session};
-use crate::account::Account;
 use crate::error::Outcome;
 use crate::framing::{self};
+use crate::service::account::Account;
 use crate::sync::{blocking, Call};
 
 use super::graves::{apply_graves, collect_graves, Graves};

@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use sha1::{Digest, Sha1};
 use smol::lock::Semaphore;
 
-use crate::account::Account;
-use crate::config::{Secret, UserSpec};
 use crate::ground::password;
+use crate::service::account::Account;
+use crate::service::config::{Secret, UserSpec};
 use crate::storage::users::{self, StoredUser};
 
 /// At most this many password checks run at once, so a flood of logins cannot
@@ -100,7 +100,7 @@ pub struct Users {
     roster: RwLock<Arc<Roster>>,
     stamp: Mutex<Option<Stamp>>,
     login_slots: Semaphore,
-    throttle: crate::throttle::Throttle,
+    throttle: crate::service::throttle::Throttle,
 }
 
 impl Users {
@@ -242,7 +242,7 @@ impl Users {
     /// same strength and the answer thrown away.
     ///
     /// Logins from one address (`peer`) take turns, pausing after repeated
-    /// failures (see [`crate::throttle`]); other addresses do not wait.
+    /// failures (see [`crate::service::throttle`]); other addresses do not wait.
     pub async fn login(&self, peer: Option<IpAddr>, name: &str, password: &str) -> Option<Known> {
         let turn = match peer {
             Some(peer) => Some(self.throttle.enter(peer).await),
@@ -328,10 +328,11 @@ mod tests {
     #[test]
     fn the_store_is_reread_when_it_changes() {
         let dir = tempfile::tempdir().unwrap();
-        let env =
-            crate::config::Config::from_vars(|k| (k == "SYNC_USER1").then(|| "env:pw".into()))
-                .unwrap()
-                .users;
+        let env = crate::service::config::Config::from_vars(|k| {
+            (k == "SYNC_USER1").then(|| "env:pw".into())
+        })
+        .unwrap()
+        .users;
         let users = Users::new(env.clone(), dir.path().to_owned()).unwrap();
         assert_eq!(users.all().len(), 1);
         let add = |name: &str, pw: &str| {

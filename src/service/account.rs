@@ -38,7 +38,7 @@ pub struct AccountState {
     /// requests do not reopen the file each time.
     pub collection: Option<Connection>,
     /// A normal sync in progress: its transaction is open on `collection`.
-    pub session: Option<crate::sync::normal::Session>,
+    pub session: Option<crate::service::session::Session>,
 }
 
 impl Account {

@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use smol::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use smol::net::unix::{UnixListener, UnixStream as AsyncUnixStream};
 
+use crate::service::Service;
 use crate::storage::data_dir::{self, DirLock, SeenMap, CONTROL_SOCKET};
-use crate::sync::Service;
 
 /// What a hold covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
