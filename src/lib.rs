@@ -13,15 +13,10 @@
 // `ground::memory`).
 #![deny(unsafe_code)]
 
-pub mod body;
 pub mod cli;
-pub mod error;
-pub mod framing;
 pub mod ground;
+pub mod http;
 pub mod listen;
-pub mod request_log;
-pub mod route;
 pub mod server;
 pub mod service;
 pub mod storage;
-pub mod sync;

@@ -15,8 +15,8 @@ use smol::Timer;
 use super::forwarded;
 use super::head::{self, Refused};
 use super::wire::{Stalling, Wire};
+use crate::http::endpoints;
 use crate::service::Service;
-use crate::sync;
 
 /// How long a connection may sit between requests, or take to send a head
 /// (async-h1's own default).
@@ -74,7 +74,7 @@ pub(super) async fn serve(
             let service = service.clone();
             let wire = wire.clone();
             async move {
-                let res = sync::handle(service, &mut req, Some(client)).await;
+                let res = endpoints::handle(service, &mut req, Some(client)).await;
                 if !wire.awaits_continue() {
                     finish_body(&mut req).await;
                 }

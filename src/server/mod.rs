@@ -228,8 +228,8 @@ async fn release_memory_when_settled(service: Arc<Service>) {
             let service = service.clone();
             crate::ground::pool::blocking(move || {
                 service.release_memory();
-                crate::body::release_spares();
-                crate::framing::release_spares();
+                crate::http::body::release_spares();
+                crate::http::framing::release_spares();
                 crate::ground::memory::trim();
                 crate::ground::memory::release_code_pages();
             })

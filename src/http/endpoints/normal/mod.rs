@@ -32,8 +32,8 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::{blocking, Call, Later};
-use crate::error::{Failure, Outcome};
-use crate::framing::{self, Json};
+use crate::http::error::{Failure, Outcome};
+use crate::http::framing::{self, Json};
 use crate::service::account::Account;
 use crate::service::session::{Pending, Session};
 

@@ -8,13 +8,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{bad, step_with, Session};
-use crate::error::Outcome;
-use crate::framing::Json;
 use crate::ground::clock;
+use crate::http::endpoints::Call;
+use crate::http::error::Outcome;
+use crate::http::framing::Json;
 use crate::service::account::Account;
 use crate::storage::collection::objects;
 use crate::storage::collection::schema11;
-use crate::sync::Call;
 
 #[derive(Deserialize)]
 struct ChangesRequest {

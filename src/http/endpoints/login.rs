@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use smol::future::FutureExt;
 
 use super::{reply_json, Call};
-use crate::error::{Failure, Outcome};
-use crate::request_log::RequestLine;
+use crate::http::error::{Failure, Outcome};
+use crate::http::request_log::RequestLine;
 
 #[derive(Deserialize)]
 struct Login {

@@ -16,12 +16,12 @@ use http_types::{Body, Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use smol::future::FutureExt;
 
-use crate::body::Incoming;
-use crate::error::{Failure, Outcome};
-use crate::framing::{self, SyncHeader};
 use crate::ground::pool::blocking;
-use crate::request_log::{self, RequestLine};
-use crate::route::{self, Endpoint, MediaMethod, Refusal, SyncMethod};
+use crate::http::body::Incoming;
+use crate::http::error::{Failure, Outcome};
+use crate::http::framing::{self, SyncHeader};
+use crate::http::request_log::{self, RequestLine};
+use crate::http::route::{self, Endpoint, MediaMethod, Refusal, SyncMethod};
 use crate::service::Service;
 
 /// One sync request being answered.
@@ -79,7 +79,7 @@ impl Call {
 
 /// A JSON body read but not yet parsed (see [`Call::json_later`]).
 pub struct Later<T> {
-    whole: crate::body::Whole,
+    whole: crate::http::body::Whole,
     wanted: std::marker::PhantomData<fn() -> T>,
 }
 
@@ -128,7 +128,7 @@ fn gunzip(data: &[u8], limit: u64, charge: &mut crate::ground::budget::Charge) -
         out.reserve(n);
         charge
             .hold(out.capacity() as u64)
-            .map_err(crate::body::BodyError::from)?;
+            .map_err(crate::http::body::BodyError::from)?;
         out.extend_from_slice(&chunk[..n]);
     }
 }
@@ -240,7 +240,7 @@ async fn dispatch(
 
 /// An old client's request (sync versions 8 to 10), read from its form.
 struct LegacyForm {
-    fields: crate::framing::multipart::Fields,
+    fields: crate::http::framing::multipart::Fields,
     /// `data`, un-gzipped (an upload's goes to `upload` instead).
     payload: Vec<u8>,
     /// The payload's memory, charged to the budget.

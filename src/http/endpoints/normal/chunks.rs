@@ -8,12 +8,12 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{bad, decode, step, step_with, ChunkOf, Pending};
-use crate::error::Outcome;
-use crate::framing::Json;
+use crate::http::endpoints::Call;
+use crate::http::error::Outcome;
+use crate::http::framing::Json;
 use crate::service::account::Account;
 use crate::storage::collection::schema11::int;
 use crate::storage::collection::text;
-use crate::sync::Call;
 /// Rows per `chunk` reply, as the official server.
 const CHUNK_BUDGET: i32 = 250;
 

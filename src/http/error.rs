@@ -63,9 +63,9 @@ impl From<rusqlite::Error> for Failure {
     }
 }
 
-impl From<crate::body::BodyError> for Failure {
-    fn from(e: crate::body::BodyError) -> Failure {
-        use crate::body::BodyError;
+impl From<crate::http::body::BodyError> for Failure {
+    fn from(e: crate::http::body::BodyError) -> Failure {
+        use crate::http::body::BodyError;
         match e {
             BodyError::TooLarge | BodyError::Malformed(_) => Failure::bad_request(e.to_string()),
             BodyError::Output(e) => e.into(),

@@ -7,9 +7,9 @@ use http_types::Response;
 use serde::{Deserialize, Serialize};
 
 use super::{blocking, Call};
-use crate::error::{Failure, Outcome};
-use crate::framing::{self, MAX_VERSION, MIN_VERSION};
 use crate::ground::clock;
+use crate::http::error::{Failure, Outcome};
+use crate::http::framing::{self, MAX_VERSION, MIN_VERSION};
 use crate::service::account::Account;
 use crate::storage::collection;
 

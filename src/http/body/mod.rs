@@ -213,8 +213,8 @@ impl Incoming {
         &mut self,
         content_type: &str,
         limit: u64,
-    ) -> Result<(crate::framing::multipart::Fields, Vec<u8>), BodyError> {
-        let mut form = crate::framing::multipart::Form::new(content_type)
+    ) -> Result<(crate::http::framing::multipart::Fields, Vec<u8>), BodyError> {
+        let mut form = crate::http::framing::multipart::Form::new(content_type)
             .map_err(|e| BodyError::Malformed(io::Error::new(io::ErrorKind::InvalidData, e)))?;
         let mut data = Charged {
             data: Vec::new(),

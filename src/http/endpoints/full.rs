@@ -5,9 +5,9 @@ use std::sync::Arc;
 use http_types::Response;
 
 use super::{blocking, stream_body, Call};
-use crate::body::{BodyError, Incoming};
-use crate::error::Outcome;
-use crate::framing;
+use crate::http::body::{BodyError, Incoming};
+use crate::http::error::Outcome;
+use crate::http::framing;
 use crate::service::account::Account;
 use crate::storage::collection::{download, legacy, snapshots, upload};
 
@@ -84,7 +84,7 @@ pub async fn receive_form(
     limit: u64,
 ) -> Outcome<(upload::Received, framing::multipart::Fields)> {
     let form = framing::multipart::Form::new(content_type)
-        .map_err(|e| crate::error::Failure::bad_request(e.to_string()))?;
+        .map_err(|e| crate::http::error::Failure::bad_request(e.to_string()))?;
     let spool = move |out| framing::spool::Spool::new(form, out, limit);
     let finish = |spool: framing::spool::Spool<upload::Writer>| {
         let (fields, out) = spool.finish()?;
@@ -96,7 +96,7 @@ pub async fn receive_form(
         // The fields, the host key among them, come after the file: a
         // refused file leaves no user to answer as a current client is
         // answered (a 200 whose text is shown), so a plain 400 says why.
-        .map_err(|refused| crate::error::Failure::bad_request(refused.message()))
+        .map_err(|refused| crate::http::error::Failure::bad_request(refused.message()))
 }
 
 /// Streams `body` (through zstd when `zstd`) into `wrap` of a new temp file

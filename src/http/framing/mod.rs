@@ -11,8 +11,8 @@ use std::io::{self, Read};
 use http_types::{Body, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use crate::error::Failure;
 use crate::ground::memory::Spares;
+use crate::http::error::Failure;
 
 pub const SYNC_HEADER: &str = "anki-sync";
 pub const ORIGINAL_SIZE: &str = "anki-original-size";

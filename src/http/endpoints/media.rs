@@ -9,9 +9,9 @@ use http_types::{Body, Response};
 use serde::{Deserialize, Serialize};
 
 use super::{blocking, stream_body, Call};
-use crate::error::{Failure, Outcome};
-use crate::framing;
 use crate::ground::clock;
+use crate::http::error::{Failure, Outcome};
+use crate::http::framing;
 use crate::service::account::{open_media, Account};
 use crate::storage::media::{self, download, upload};
 

@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::session_key;
-use crate::error::{Failure, Outcome};
-use crate::framing::{self};
+use crate::http::endpoints::{blocking, Call};
+use crate::http::error::{Failure, Outcome};
+use crate::http::framing::{self};
 use crate::service::account::Account;
 use crate::storage::collection::schema11::int;
-use crate::sync::{blocking, Call};
 
 #[derive(Deserialize)]
 struct SanityRequest {

@@ -6,11 +6,11 @@ use http_types::Response;
 use serde_json::Value;
 
 use super::session_key;
-use crate::error::{Failure, Outcome};
-use crate::framing::{self};
 use crate::ground::clock;
+use crate::http::endpoints::{blocking, Call};
+use crate::http::error::{Failure, Outcome};
+use crate::http::framing::{self};
 use crate::service::account::Account;
-use crate::sync::{blocking, Call};
 pub async fn finish(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
     let key = session_key(call)?;
     let zstd = call.zstd();

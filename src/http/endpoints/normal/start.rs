@@ -8,10 +8,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{session_key, Session};
-use crate::error::Outcome;
-use crate::framing::{self};
+use crate::http::endpoints::{blocking, Call};
+use crate::http::error::Outcome;
+use crate::http::framing::{self};
 use crate::service::account::Account;
-use crate::sync::{blocking, Call};
 
 use super::graves::{apply_graves, collect_graves, Graves};
 #[derive(Deserialize)]

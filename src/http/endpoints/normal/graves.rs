@@ -8,11 +8,11 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{step_with, ChunkOf};
-use crate::error::Outcome;
-use crate::framing::Json;
+use crate::http::endpoints::Call;
+use crate::http::error::Outcome;
+use crate::http::framing::Json;
 use crate::service::account::Account;
 use crate::storage::collection::schema11::int;
-use crate::sync::Call;
 #[derive(Serialize, Default)]
 pub(super) struct Graves {
     cards: Vec<i64>,
