@@ -1,22 +1,29 @@
 //! leitner: a small, self-hosted Anki sync server for single-board computers.
 //!
-//! Modules follow a request's path: [`listen`] finds the socket, [`server`]
-//! accepts connections and owns the lifecycle, [`route`] maps a path to an
-//! endpoint, [`framing`] speaks the `anki-sync` header and zstd replies,
-//! [`body`] reads request bodies within their limits and a memory budget,
-//! [`auth`] turns a host key into an [`account::Account`], [`sync`] runs the
-//! endpoint, and [`collection`] keeps the user's SQLite file on disk.
-//! ARCHITECTURE.md follows one request through all of them.
+//! The modules form floors, each using only those below it:
+//!
+//! ```text
+//! cli        the leitner command: serve, users, snapshots, backups, status
+//! server     the socket (listen), connections, HTTP/1 framing, lifecycle
+//! http       routes, request bodies, endpoints, errors as statuses, log lines
+//! service    accounts, logins, configuration, a sync in progress, control
+//! storage    collections, media, snapshots, the users store, backups
+//! ground     time, durable files, the blocking pool, memory, passwords, logger
+//! ```
+//!
+//! A request comes up from [`server`] (which finds the socket in
+//! [`server::listen`]), is answered by [`http`] through the [`service`], and
+//! reaches disk through [`storage`]. ARCHITECTURE.md follows one request
+//! through all of them; `tests/layers.rs` keeps the floors one-way.
 
 // Unsafe code is allowed in exactly two places: adopting the socket systemd
-// hands over (see `listen`), and asking glibc to return free memory (see
-// `ground::memory`).
+// hands over (see `server::listen`), and asking glibc to return free memory
+// (see `ground::memory`).
 #![deny(unsafe_code)]
 
 pub mod cli;
 pub mod ground;
 pub mod http;
-pub mod listen;
 pub mod server;
 pub mod service;
 pub mod storage;

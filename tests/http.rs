@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
-use leitner::listen::Listener;
+use leitner::server::listen::Listener;
 use leitner::service::config::Config;
 
 struct Server {

@@ -27,7 +27,7 @@ pub(super) fn serve(args: Vec<OsString>) -> Outcome {
     }
     let config = Config::from_env().map_err(Error::usage)?;
     // Before any thread exists: this reads and clears systemd's variables.
-    let listener = crate::listen::open(&config).map_err(|e| {
+    let listener = crate::server::listen::open(&config).map_err(|e| {
         Error::failed(format!(
             "cannot listen on {}:{}: {e}",
             config.host, config.port

@@ -15,7 +15,7 @@ use smol::net::{TcpListener, TcpStream};
 use smol::stream::StreamExt;
 use smol::Timer;
 
-use crate::listen::Listener;
+use crate::server::listen::Listener;
 use crate::service::activity::Activity;
 use crate::service::config::Config;
 use crate::service::Service;
@@ -25,6 +25,7 @@ mod connection;
 mod forwarded;
 mod head;
 mod http10;
+pub mod listen;
 mod wire;
 
 /// How long SIGTERM waits for requests in flight before leaving anyway.
