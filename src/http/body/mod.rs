@@ -16,10 +16,11 @@ use http_types::Body;
 use smol::io::AsyncReadExt;
 
 mod frames;
+mod sinks;
 
 pub(crate) use frames::release_spares;
 
-use frames::FrameDecoder;
+use sinks::{Capped, Charged, Decode};
 
 use crate::ground::budget::{Budget, Charge, Spent};
 
@@ -361,123 +362,6 @@ impl Undecoded {
 enum Hop<W: Write, R> {
     More(Decode<W>),
     Done(R),
-}
-
-/// A `Vec` sink whose growth is charged to the budget.
-struct Charged {
-    data: Vec<u8>,
-    charge: Charge,
-}
-
-impl Write for Charged {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // Charged before growing, by what a growing Vec asks for (twice its
-        // capacity, or what is needed), not by its length.
-        let (len, cap) = (self.data.len(), self.data.capacity());
-        let want = if len + buf.len() <= cap {
-            cap
-        } else {
-            (len + buf.len()).max(cap * 2)
-        };
-        self.charge
-            .hold(want as u64)
-            .map_err(|_| io::Error::other(BodyError::Busy))?;
-        self.data.reserve_exact(want - len);
-        self.data.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-enum Decode<W: Write> {
-    Zstd(FrameDecoder<Capped<W>>),
-    Plain(Capped<W>),
-}
-
-impl<W: Write> Decode<W> {
-    fn new(capped: Capped<W>, zstd: bool, charge: Charge) -> Result<Decode<W>, BodyError> {
-        if !zstd {
-            return Ok(Decode::Plain(capped));
-        }
-        let decoder = FrameDecoder::new(capped, charge).map_err(BodyError::Malformed)?;
-        Ok(Decode::Zstd(decoder))
-    }
-
-    fn capped(&self) -> &Capped<W> {
-        match self {
-            Decode::Zstd(d) => d.get_ref(),
-            Decode::Plain(c) => c,
-        }
-    }
-
-    /// What a failed write means: over the limit, the sink's own failure, or
-    /// a body that is not what it claims to be.
-    fn classify(&self, e: io::Error) -> BodyError {
-        let capped = self.capped();
-        if capped.hit {
-            BodyError::TooLarge
-        } else if e.get_ref().is_some_and(|inner| inner.is::<BodyError>()) {
-            BodyError::Busy
-        } else if capped.failed {
-            BodyError::Output(e)
-        } else {
-            BodyError::Malformed(e)
-        }
-    }
-
-    fn finish(self) -> Result<W, BodyError> {
-        match self {
-            Decode::Zstd(d) => match d.finish() {
-                Ok(capped) => Ok(capped.inner),
-                Err(e) => Err(BodyError::Malformed(e)),
-            },
-            Decode::Plain(c) => Ok(c.inner),
-        }
-    }
-}
-
-impl<W: Write> Write for Decode<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Decode::Zstd(d) => d.write(buf),
-            Decode::Plain(c) => c.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Decode::Zstd(d) => d.flush(),
-            Decode::Plain(c) => c.flush(),
-        }
-    }
-}
-
-/// Refuses to pass on more than `left` bytes, and remembers which of its
-/// own failures happened, so the caller can tell them from broken input.
-struct Capped<W> {
-    inner: W,
-    left: u64,
-    hit: bool,
-    failed: bool,
-}
-
-impl<W: Write> Write for Capped<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if buf.len() as u64 > self.left {
-            self.hit = true;
-            return Err(io::Error::other("body over the size limit"));
-        }
-        let n = self.inner.write(buf).inspect_err(|_| self.failed = true)?;
-        self.left -= n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush().inspect_err(|_| self.failed = true)
-    }
 }
 
 #[cfg(test)]
