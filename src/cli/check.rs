@@ -10,7 +10,7 @@ use super::{context, help, user_name, Error, Outcome};
 use crate::service::config::Config;
 use crate::service::control::{Coordinator, Scope};
 use crate::storage::collection::{self, snapshots};
-use crate::storage::media::{self, store::Audit};
+use crate::storage::media::{self, audit::Audit};
 
 const HELP: &str = "\
 usage: leitner check [--repair] [USER...]
@@ -104,7 +104,7 @@ fn inspect(dir: &Path) -> (Vec<String>, Audit) {
             Err(e) => problems.push(format!("collection cannot be read: {e}")),
         }
     }
-    match media::store::audit(dir) {
+    match media::audit::audit(dir) {
         Ok(None) => {}
         Ok(Some(audit)) => {
             problems.extend(describe(&audit));

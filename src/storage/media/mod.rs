@@ -4,9 +4,11 @@
 //!
 //! [`names`] decides which file names may touch the disk, [`zip`] reads and
 //! writes the archives, [`upload`] turns a request body into a checked batch,
-//! [`store`] keeps folder and database in step across crashes, and
-//! [`download`] opens the files a client asks for.
+//! [`store`] keeps folder and database in step across crashes,
+//! [`download`] opens the files a client asks for, and [`audit`] checks
+//! folder and database against each other for `leitner check`.
 
+pub mod audit;
 pub mod download;
 pub mod names;
 pub mod store;

@@ -1,0 +1,120 @@
+//! `leitner check` on a user's media: the database against the folder,
+//! every file hashed, without changing anything (beside a running server).
+
+use std::fs;
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::store::{Store, DB_NAME, FOLDER, STAGING};
+use crate::storage::collection::StoreError;
+
+/// What `leitner check` finds in a user's media, read without changing
+/// anything (beside a running server).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Audit {
+    /// `PRAGMA integrity_check` of `media.db`, if not "ok".
+    pub database: Option<String>,
+    /// Live entries whose file is not in the folder.
+    pub missing: Vec<String>,
+    /// Live entries whose file has another size or checksum.
+    pub differing: Vec<String>,
+    /// Files in the folder that no live entry names.
+    pub strays: Vec<String>,
+    /// File operations a committed batch still owes the folder (a crash
+    /// came between the commit and the renames).
+    pub owed: usize,
+    /// Files left in the staging folder.
+    pub staged: usize,
+}
+
+impl Audit {
+    /// Whether anything needs a repair or a person.
+    pub fn is_clean(&self) -> bool {
+        *self == Audit::default()
+    }
+}
+
+/// Checks a user's media database against their media folder, hashing every
+/// file. `None` if the user has no media database. Blocking.
+pub fn audit(account_dir: &Path) -> Result<Option<Audit>, StoreError> {
+    use sha1::{Digest, Sha1};
+    if !Store::exists(account_dir) {
+        return Ok(None);
+    }
+    let conn = Connection::open_with_flags(
+        account_dir.join(DB_NAME),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let mut audit = Audit::default();
+    let check: String = conn.query_row("PRAGMA integrity_check(1)", [], |r| r.get(0))?;
+    if check != "ok" {
+        audit.database = Some(check);
+    }
+    let has_pending: bool = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE name = 'leitner_pending'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_pending {
+        // The rows of a batch whose renames all happened stay until the
+        // next batch: only count what is still to do.
+        let mut stmt = conn.prepare("SELECT fname, staged FROM leitner_pending")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+        })?;
+        let mut still = 0;
+        for row in rows {
+            let (name, staged) = row?;
+            let undone = match staged {
+                Some(staged) => account_dir.join(STAGING).join(staged).exists(),
+                None => account_dir.join(FOLDER).join(&name).exists(),
+            };
+            still += usize::from(undone);
+        }
+        audit.owed = still;
+    }
+    let folder = account_dir.join(FOLDER);
+    let mut live = std::collections::HashSet::new();
+    let mut stmt =
+        conn.prepare("SELECT fname, csum, size FROM media WHERE size > 0 ORDER BY fname")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, Vec<u8>>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (name, sha1, size) = row?;
+        let path = folder.join(&name);
+        live.insert(name.clone());
+        match fs::File::open(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => audit.missing.push(name),
+            Err(e) => return Err(e.into()),
+            Ok(mut file) => {
+                let mut hasher = Sha1::new();
+                let len = io::copy(&mut file, &mut hasher)?;
+                if len != size as u64 || hasher.finalize().as_slice() != sha1.as_slice() {
+                    audit.differing.push(name);
+                }
+            }
+        }
+    }
+    if folder.exists() {
+        for entry in fs::read_dir(&folder)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if !live.contains(&name) {
+                audit.strays.push(name);
+            }
+        }
+    }
+    audit.strays.sort();
+    if account_dir.join(STAGING).exists() {
+        audit.staged = fs::read_dir(account_dir.join(STAGING))?.count();
+    }
+    Ok(Some(audit))
+}
