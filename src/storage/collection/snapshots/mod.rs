@@ -19,11 +19,18 @@
 //! more than [`Limits::count`] snapshots or more than [`Limits::bytes`].
 
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
+
+mod packed;
+mod upkeep;
+
+pub use upkeep::{make_room, repair};
+
+use packed::{describe, read_info, write_packed};
+use upkeep::{prune, remove_oldest};
 
 use super::StoreError;
 use crate::ground::durable;
@@ -31,10 +38,6 @@ use crate::ground::durable;
 pub const DIR_NAME: &str = "snapshots";
 const RAW_EXT: &str = "anki2";
 const PACKED_EXT: &str = "anki2.zst";
-/// The first magic number of zstd's skippable frames.
-const SKIPPABLE_MAGIC: u32 = 0x184D_2A50;
-/// A metadata frame larger than this is not ours.
-const MAX_INFO_BYTES: u32 = 64 << 10;
 
 /// How many snapshots a user keeps, and how many bytes they may take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,34 +129,6 @@ pub fn keep(account_dir: &Path, live: &Path) -> io::Result<Option<PathBuf>> {
     Ok(Some(raw))
 }
 
-/// Frees room for `account_dir`'s user by removing their oldest snapshot,
-/// raw or packed. Snapshots are a convenience: a sync the user asked for
-/// comes first, even before the newest one. Returns whether anything went.
-/// Blocking.
-pub fn make_room(account_dir: &Path) -> io::Result<bool> {
-    remove_oldest(&account_dir.join(DIR_NAME), None)
-}
-
-/// Removes the oldest snapshot in `dir` other than `except`.
-fn remove_oldest(dir: &Path, except: Option<&Path>) -> io::Result<bool> {
-    if !dir.exists() {
-        return Ok(false);
-    }
-    let all = list_dir(dir)?;
-    match all.iter().find(|s| Some(s.path.as_path()) != except) {
-        Some(oldest) => {
-            log::warn!(
-                "{}: disk full; removing the oldest snapshot {}",
-                dir.display(),
-                oldest.id
-            );
-            durable::remove_if_present(&oldest.path)?;
-            Ok(true)
-        }
-        None => Ok(false),
-    }
-}
-
 /// An id not yet taken in `dir`: now, or just after.
 fn fresh_id(dir: &Path) -> i64 {
     let mut id = crate::ground::clock::now_millis();
@@ -163,26 +138,6 @@ fn fresh_id(dir: &Path) -> i64 {
         id += 1;
     }
     id
-}
-
-/// Reads what a collection file holds, without changing it (not even a WAL
-/// or a journal beside it). Blocking.
-fn describe(path: &Path, kind: Kind) -> Result<Info, StoreError> {
-    let conn = Connection::open_with_flags(
-        format!("file:{}?immutable=1", path.display()),
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
-    )?;
-    let count = |table: &str| -> rusqlite::Result<i64> {
-        conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-    };
-    Ok(Info {
-        kind,
-        modified: conn.query_row("SELECT mod FROM col", [], |r| r.get(0))?,
-        notes: count("notes")?,
-        cards: count("cards")?,
-        reviews: count("revlog")?,
-        bytes: fs::metadata(path)?.len(),
-    })
 }
 
 /// Compresses a raw snapshot into its packed form and removes the raw one;
@@ -210,49 +165,6 @@ pub fn pack(raw: &Path, kind: Kind, limits: Limits) -> Result<(), StoreError> {
     durable::remove_if_present(raw)?;
     prune(dir, limits)?;
     Ok(())
-}
-
-/// Writes `from` compressed, after its info frame, to `to` (write-temp,
-/// fsync, rename).
-fn write_packed(from: &Path, to: &Path, info: &Info) -> io::Result<()> {
-    let dir = to.parent().expect("snapshot has a folder");
-    let temp = durable::temp_path(dir, "snapshot");
-    let result = (|| {
-        let out = durable::create_private(&temp)?;
-        let mut writer = BufWriter::new(&out);
-        let json = serde_json::to_vec(info).map_err(io::Error::other)?;
-        writer.write_all(&SKIPPABLE_MAGIC.to_le_bytes())?;
-        writer.write_all(&(json.len() as u32).to_le_bytes())?;
-        writer.write_all(&json)?;
-        let mut encoder = zstd::stream::write::Encoder::new(&mut writer, 3)?;
-        io::copy(&mut BufReader::new(File::open(from)?), &mut encoder)?;
-        encoder.finish()?;
-        writer.flush()?;
-        drop(writer);
-        out.sync_all()?;
-        durable::commit_rename(&temp, to)
-    })();
-    if result.is_err() {
-        let _ = durable::remove_if_present(&temp);
-    }
-    result
-}
-
-/// Reads the info frame at the start of a packed snapshot, if it has one.
-fn read_info(path: &Path) -> io::Result<Option<Info>> {
-    let mut file = File::open(path)?;
-    let mut head = [0u8; 8];
-    if file.read_exact(&mut head).is_err() {
-        return Ok(None);
-    }
-    let magic = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
-    let len = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
-    if magic != SKIPPABLE_MAGIC || len > MAX_INFO_BYTES {
-        return Ok(None);
-    }
-    let mut json = vec![0u8; len as usize];
-    file.read_exact(&mut json)?;
-    Ok(serde_json::from_slice(&json).ok())
 }
 
 /// What `take` did.
@@ -338,67 +250,6 @@ impl<E: Into<StoreError>> From<E> for SnapshotError {
     fn from(e: E) -> Self {
         SnapshotError::Store(e.into())
     }
-}
-
-/// Finishes what a crash or a full disk interrupted: stray temps go, raw
-/// snapshots are compressed where there is room (a raw one that does not
-/// fit stays, counted like any other, and is tried again at the next
-/// start). Never fails: snapshots must not keep the server from serving.
-/// Blocking; run at start-up.
-pub fn repair(account_dir: &Path, limits: Limits) {
-    let dir = account_dir.join(DIR_NAME);
-    if !dir.exists() {
-        return;
-    }
-    let _ = durable::sweep_temps(&dir);
-    remove_packed_twins(&dir);
-    for snapshot in list(account_dir).unwrap_or_default() {
-        if snapshot.raw {
-            // Only uploads leave raw snapshots behind long enough to crash.
-            if let Err(e) = pack(&snapshot.path, Kind::Upload, limits) {
-                log::warn!(
-                    "{}: snapshot {} stays uncompressed: {e}",
-                    dir.display(),
-                    snapshot.id
-                );
-            }
-        }
-    }
-    if let Err(e) = prune(&dir, limits) {
-        log::warn!("{}: pruning snapshots: {e}", dir.display());
-    }
-}
-
-/// Removes raw snapshots whose packed form is complete (a crash came
-/// between the two).
-fn remove_packed_twins(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let raw = path.extension().is_some_and(|e| e == RAW_EXT);
-        if raw && path.with_extension(PACKED_EXT).exists() {
-            let _ = durable::remove_if_present(&path);
-        }
-    }
-}
-
-/// Removes the oldest snapshots, raw or packed, until at most `limits.count`
-/// remain and they take at most `limits.bytes`; the newest always stays.
-fn prune(dir: &Path, limits: Limits) -> io::Result<()> {
-    let all: Vec<Snapshot> = list_dir(dir)?;
-    let mut total: u64 = all.iter().map(|s| s.size).sum();
-    let mut left = all.len();
-    for old in &all[..all.len().saturating_sub(1)] {
-        if left <= limits.count && total <= limits.bytes {
-            break;
-        }
-        durable::remove_if_present(&old.path)?;
-        total -= old.size;
-        left -= 1;
-    }
-    Ok(())
 }
 
 /// Every snapshot of the user in `account_dir`, oldest first.
