@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 /// The budget is spent: nothing was taken; try again once others finish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Spent;
+pub(crate) struct Spent;
 
 impl std::fmt::Display for Spent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -20,13 +20,13 @@ impl std::error::Error for Spent {}
 /// across all requests: a ceiling that no number of concurrent requests can
 /// push the process past.
 #[derive(Debug)]
-pub struct Budget {
+pub(crate) struct Budget {
     used: AtomicU64,
     ceiling: u64,
 }
 
 impl Budget {
-    pub fn new(ceiling: u64) -> Arc<Budget> {
+    pub(crate) fn new(ceiling: u64) -> Arc<Budget> {
         Arc::new(Budget {
             used: AtomicU64::new(0),
             ceiling,
@@ -34,28 +34,29 @@ impl Budget {
     }
 
     /// An empty charge that can grow.
-    pub fn charge(self: &Arc<Self>) -> Charge {
+    pub(crate) fn charge(self: &Arc<Self>) -> Charge {
         Charge {
             budget: self.clone(),
             bytes: 0,
         }
     }
 
-    pub fn used(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
     }
 }
 
 /// Bytes taken from a [`Budget`], given back when dropped.
 #[derive(Debug)]
-pub struct Charge {
+pub(crate) struct Charge {
     budget: Arc<Budget>,
     bytes: u64,
 }
 
 impl Charge {
     /// Takes `n` more bytes, or fails without taking any.
-    pub fn grow(&mut self, n: u64) -> Result<(), Spent> {
+    pub(crate) fn grow(&mut self, n: u64) -> Result<(), Spent> {
         let budget = &self.budget;
         let mut used = budget.used.load(Ordering::Relaxed);
         loop {
@@ -76,7 +77,7 @@ impl Charge {
     }
 
     /// Holds at least `n` bytes in all.
-    pub fn hold(&mut self, n: u64) -> Result<(), Spent> {
+    pub(crate) fn hold(&mut self, n: u64) -> Result<(), Spent> {
         if n > self.bytes {
             self.grow(n - self.bytes)?;
         }

@@ -7,25 +7,25 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// clock has not been set yet and every client would refuse our timestamps.
 const EARLIEST_PLAUSIBLE_SECS: i64 = 1_767_225_600;
 
-pub fn now_millis() -> i64 {
+pub(crate) fn now_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
 
-pub fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     now_millis() / 1000
 }
 
 /// True when the system clock is obviously unset (see [`EARLIEST_PLAUSIBLE_SECS`]).
-pub fn is_unset(now_secs: i64) -> bool {
+pub(crate) fn is_unset(now_secs: i64) -> bool {
     now_secs < EARLIEST_PLAUSIBLE_SECS
 }
 
 /// The most recent 04:00 UTC at or before `now_secs`: the scheduler's day 0
 /// for a collection the server creates itself.
-pub fn last_day_start(now_secs: i64) -> i64 {
+pub(crate) fn last_day_start(now_secs: i64) -> i64 {
     const DAY: i64 = 86_400;
     const FOUR_AM: i64 = 4 * 3_600;
     let start = now_secs.div_euclid(DAY) * DAY + FOUR_AM;

@@ -10,17 +10,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Marks names this server writes before they are complete, so a start-up
 /// sweep can remove what a crash left behind.
-pub const TEMP_MARK: &str = ".leitner-tmp";
+pub(crate) const TEMP_MARK: &str = ".leitner-tmp";
 
 /// A fresh, unused path in `dir` for a file that will be renamed into place.
-pub fn temp_path(dir: &Path, stem: &str) -> PathBuf {
+pub(crate) fn temp_path(dir: &Path, stem: &str) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     dir.join(format!("{stem}.{}-{n}{TEMP_MARK}", std::process::id()))
 }
 
 /// Creates a new file readable by its owner only: collections are private.
-pub fn create_private(path: &Path) -> io::Result<File> {
+pub(crate) fn create_private(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .write(true)
         .read(true)
@@ -29,7 +29,7 @@ pub fn create_private(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
@@ -37,20 +37,20 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// names and renames alike, in one go. Many small files cost one flush this
 /// way instead of one each, which on an SD card is the difference that
 /// matters; the board's data partition holds little but our own files.
-pub fn sync_filesystem(path: &Path) -> io::Result<()> {
+pub(crate) fn sync_filesystem(path: &Path) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let handle = File::open(path)?;
     nix::unistd::syncfs(handle.as_raw_fd()).map_err(io::Error::from)
 }
 
 /// Renames `from` over `to` (same folder) and makes the rename durable.
-pub fn commit_rename(from: &Path, to: &Path) -> io::Result<()> {
+pub(crate) fn commit_rename(from: &Path, to: &Path) -> io::Result<()> {
     fs::rename(from, to)?;
     sync_dir(to.parent().unwrap_or(Path::new(".")))
 }
 
 /// Removes temp files a crash left in `dir`.
-pub fn sweep_temps(dir: &Path) -> io::Result<()> {
+pub(crate) fn sweep_temps(dir: &Path) -> io::Result<()> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Ok(());
     };
@@ -66,7 +66,7 @@ pub fn sweep_temps(dir: &Path) -> io::Result<()> {
 /// Temp files in `dir` whose writer is gone: the process id in their name
 /// (see [`temp_path`]) no longer runs. A live process's temp is a write in
 /// progress, not litter.
-pub fn stale_temps(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn stale_temps(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -92,7 +92,7 @@ pub fn stale_temps(dir: &Path) -> Vec<PathBuf> {
 
 /// Whether an error means the file system has no room left (or the user's
 /// quota is used up).
-pub fn is_disk_full(e: &io::Error) -> bool {
+pub(crate) fn is_disk_full(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(code) if code == nix::errno::Errno::ENOSPC as i32 || code == nix::errno::Errno::EDQUOT as i32
@@ -103,13 +103,13 @@ pub fn is_disk_full(e: &io::Error) -> bool {
 /// `path`; `None` when it cannot be asked.
 // The block counts are 32 bits wide on 32-bit ARM, 64 elsewhere.
 #[allow(clippy::unnecessary_cast)]
-pub fn free_space(path: &Path) -> Option<u64> {
+pub(crate) fn free_space(path: &Path) -> Option<u64> {
     let s = nix::sys::statvfs::statvfs(path).ok()?;
     Some((s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64))
 }
 
 /// Removes a file that may not exist.
-pub fn remove_if_present(path: &Path) -> io::Result<()> {
+pub(crate) fn remove_if_present(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
@@ -118,7 +118,7 @@ pub fn remove_if_present(path: &Path) -> io::Result<()> {
 
 /// Replaces `path` with `contents` (mode 0600): temp file, fsync, rename,
 /// fsync the folder. Readers see the old file or the new one, never a part.
-pub fn replace(path: &Path, contents: &[u8]) -> io::Result<()> {
+pub(crate) fn replace(path: &Path, contents: &[u8]) -> io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     let stem = path.file_name().unwrap_or_default().to_string_lossy();

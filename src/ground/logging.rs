@@ -43,7 +43,7 @@ impl Log for StderrLogger {
 }
 
 /// Installs the logger. `LEITNER_LOG` (error, warn, info, debug) sets the level.
-pub fn init() {
+pub(crate) fn init() {
     let level = match std::env::var("LEITNER_LOG").as_deref() {
         Ok("error") => LevelFilter::Error,
         Ok("warn") => LevelFilter::Warn,

@@ -13,7 +13,7 @@
 /// Blocks of 256 KiB and more (zstd windows, batches) are mapped and
 /// unmapped, instead of glibc learning from their frees to keep them in
 /// the heap.
-pub fn configure() {
+pub(crate) fn configure() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets glibc's own tunables; called before any
     // thread of ours exists.
@@ -27,7 +27,7 @@ pub fn configure() {
 }
 
 /// Returns the allocator's free memory to the system (see the module).
-pub fn trim() {
+pub(crate) fn trim() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks glibc's own arenas; it takes no
     // pointers from us and is safe to call from any thread at any time.
@@ -87,7 +87,7 @@ impl<T> Spares<T> {
 ///
 /// Only mappings no one can write and that hold no private copy (`Anonymous:
 /// 0 kB`: a relocated, then write-protected, segment does) are touched.
-pub fn release_code_pages() {
+pub(crate) fn release_code_pages() {
     #[cfg(target_os = "linux")]
     {
         let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {

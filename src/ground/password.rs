@@ -12,7 +12,7 @@ const PLAIN_ROUNDS: u32 = 600_000;
 
 /// Refuses a PHC string this server could not verify, at start-up rather than
 /// at the first login.
-pub fn check_phc(phc: &str) -> Result<(), String> {
+pub(crate) fn check_phc(phc: &str) -> Result<(), String> {
     let hash = PasswordHash::new(phc).map_err(|e| format!("not a PHC string ({e})"))?;
     match hash.algorithm.as_str() {
         "pbkdf2-sha256" | "pbkdf2-sha512" | "pbkdf2" => {}
@@ -25,7 +25,7 @@ pub fn check_phc(phc: &str) -> Result<(), String> {
 }
 
 /// Hashes a plain password the way the official server does at start-up.
-pub fn hash_plain(password: &str) -> String {
+pub(crate) fn hash_plain(password: &str) -> String {
     let salt = Salt::from_b64(PLAIN_SALT_B64).expect("constant salt is valid");
     let params = Params {
         rounds: PLAIN_ROUNDS,
@@ -39,7 +39,7 @@ pub fn hash_plain(password: &str) -> String {
 
 /// Whether `password` is the one `phc` was made from. An unreadable PHC
 /// string matches nothing.
-pub fn verify(password: &str, phc: &str) -> bool {
+pub(crate) fn verify(password: &str, phc: &str) -> bool {
     match PasswordHash::new(phc) {
         Ok(hash) => Pbkdf2.verify_password(password.as_bytes(), &hash).is_ok(),
         Err(_) => false,
@@ -49,7 +49,7 @@ pub fn verify(password: &str, phc: &str) -> bool {
 /// A PHC string no password matches, as costly to check as a plain
 /// password's: checked for unknown users, so a login's time does not tell
 /// whether the user exists.
-pub fn unmatchable() -> String {
+pub(crate) fn unmatchable() -> String {
     format!(
         "$pbkdf2-sha256$i={PLAIN_ROUNDS},l=32${PLAIN_SALT_B64}$\
          AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"

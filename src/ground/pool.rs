@@ -2,6 +2,6 @@
 //! no connection task waits behind them.
 
 /// Runs blocking work on the blocking pool.
-pub async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
     smol::unblock(work).await
 }

@@ -4,14 +4,14 @@
 use http_types::StatusCode;
 
 #[derive(Debug)]
-pub struct Failure {
-    pub status: StatusCode,
+pub(crate) struct Failure {
+    pub(crate) status: StatusCode,
     /// For the log and for people with curl; Anki clients show only the status.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl Failure {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Failure {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Failure {
         Failure {
             status,
             message: message.into(),
@@ -19,32 +19,32 @@ impl Failure {
     }
 
     /// 400: the client tells the user to run Check Database.
-    pub fn bad_request(message: impl Into<String>) -> Failure {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Failure {
         Failure::new(StatusCode::BadRequest, message)
     }
 
     /// 403: "username or password incorrect"; desktop forgets its login.
-    pub fn forbidden() -> Failure {
+    pub(crate) fn forbidden() -> Failure {
         Failure::new(StatusCode::Forbidden, "unknown user or wrong password")
     }
 
     /// 409: "only one copy of Anki can sync at once".
-    pub fn conflict(message: impl Into<String>) -> Failure {
+    pub(crate) fn conflict(message: impl Into<String>) -> Failure {
         Failure::new(StatusCode::Conflict, message)
     }
 
     /// 500: "server problem, try again later".
-    pub fn internal(message: impl Into<String>) -> Failure {
+    pub(crate) fn internal(message: impl Into<String>) -> Failure {
         Failure::new(StatusCode::InternalServerError, message)
     }
 
     /// 503: also "server problem, try again later", for passing conditions.
-    pub fn unavailable(message: impl Into<String>) -> Failure {
+    pub(crate) fn unavailable(message: impl Into<String>) -> Failure {
         Failure::new(StatusCode::ServiceUnavailable, message)
     }
 
     /// 501: "your Anki is too old".
-    pub fn too_old(message: impl Into<String>) -> Failure {
+    pub(crate) fn too_old(message: impl Into<String>) -> Failure {
         Failure::new(StatusCode::NotImplemented, message)
     }
 }
@@ -110,4 +110,4 @@ impl From<std::io::Error> for Failure {
     }
 }
 
-pub type Outcome<T> = Result<T, Failure>;
+pub(crate) type Outcome<T> = Result<T, Failure>;

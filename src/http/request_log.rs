@@ -13,22 +13,22 @@ use smol::io::{AsyncBufRead, AsyncRead};
 use crate::service::activity::ActivityGuard;
 
 /// What the request line says, gathered while the request is handled.
-pub struct RequestLine {
+pub(crate) struct RequestLine {
     /// The client's address (behind a trusted proxy, the one it forwards).
-    pub from: Option<std::net::IpAddr>,
-    pub user: Option<String>,
-    pub endpoint: String,
-    pub started: Instant,
+    pub(crate) from: Option<std::net::IpAddr>,
+    pub(crate) user: Option<String>,
+    pub(crate) endpoint: String,
+    pub(crate) started: Instant,
     /// Request body bytes as they came over the wire.
-    pub received: Arc<AtomicU64>,
+    pub(crate) received: Arc<AtomicU64>,
     /// Why the request failed, when it did (never content).
-    pub problem: Option<String>,
+    pub(crate) problem: Option<String>,
 }
 
 /// Replaces the response body with one that counts what is sent and writes
 /// the request line when the response is done (or the client went away), so
 /// a streamed download is logged with its real size and duration.
-pub fn attach(mut res: Response, line: RequestLine, activity: ActivityGuard) -> Response {
+pub(crate) fn attach(mut res: Response, line: RequestLine, activity: ActivityGuard) -> Response {
     let body = res.take_body();
     let len = body.len();
     let status = res.status() as u16;

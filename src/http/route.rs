@@ -7,7 +7,7 @@
 use http_types::Method;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     Health,
     Sync(SyncMethod),
     Media(MediaMethod),
@@ -16,14 +16,14 @@ pub enum Endpoint {
 macro_rules! methods {
     ($name:ident { $($variant:ident = $wire:literal),* $(,)? }) => {
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-        pub enum $name { $($variant),* }
+        pub(crate) enum $name { $($variant),* }
 
         impl $name {
-            pub fn from_wire(name: &str) -> Option<$name> {
+            pub(crate) fn from_wire(name: &str) -> Option<$name> {
                 match name { $($wire => Some($name::$variant),)* _ => None }
             }
 
-            pub fn wire_name(self) -> &'static str {
+            pub(crate) fn wire_name(self) -> &'static str {
                 match self { $($name::$variant => $wire),* }
             }
         }
@@ -55,7 +55,7 @@ methods!(MediaMethod {
 
 impl Endpoint {
     /// A short name for log lines: `sync/meta`, `msync/begin`, `health`.
-    pub fn log_name(self) -> String {
+    pub(crate) fn log_name(self) -> String {
         match self {
             Endpoint::Health => "health".into(),
             Endpoint::Sync(m) => format!("sync/{}", m.wire_name()),
@@ -67,7 +67,7 @@ impl Endpoint {
     /// before a byte is read. Only whole collections and media batches get
     /// the configured payload limit (`bulk`); everything else is small by
     /// nature, and a larger body is a mistake or an attack.
-    pub fn body_limit(self, bulk: u64) -> u64 {
+    pub(crate) fn body_limit(self, bulk: u64) -> u64 {
         match self {
             Endpoint::Sync(SyncMethod::Upload) | Endpoint::Media(MediaMethod::UploadChanges) => {
                 bulk
@@ -106,12 +106,12 @@ const STEP_LIMIT: u64 = 32 << 20;
 const SMALL_LIMIT: u64 = 16 << 10;
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     NotFound(String),
     MethodNotAllowed { allow: &'static str },
 }
 
-pub fn route(method: Method, path: &str) -> Result<Endpoint, Refusal> {
+pub(crate) fn route(method: Method, path: &str) -> Result<Endpoint, Refusal> {
     let mut segments = path.rsplit('/');
     let last = segments.next().unwrap_or("");
     let parent = segments.next();

@@ -19,13 +19,13 @@ const MAX_HEADERS: usize = 128;
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Head {
     /// The head as async-h1 will read it.
-    pub bytes: Vec<u8>,
+    pub(crate) bytes: Vec<u8>,
     /// Sent as HTTP/1.0: answer without chunked coding, then close.
-    pub http10: bool,
+    pub(crate) http10: bool,
     /// The client waits for `100 Continue` before sending its body.
-    pub expects_continue: bool,
+    pub(crate) expects_continue: bool,
     /// How the body ends, as async-h1 will read it.
-    pub body: BodyFraming,
+    pub(crate) body: BodyFraming,
 }
 
 /// How a request's body ends, decided as async-h1 decides it.

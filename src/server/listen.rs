@@ -15,14 +15,14 @@ pub struct Listener {
 }
 
 impl Listener {
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()
     }
 }
 
 /// Takes the socket systemd passed (LISTEN_FDS/LISTEN_PID), or binds one.
 /// Call before any thread starts: it reads and clears environment variables.
-pub fn open(config: &Config) -> io::Result<Listener> {
+pub(crate) fn open(config: &Config) -> io::Result<Listener> {
     if let Some(socket) = from_systemd()? {
         socket.set_nonblocking(true)?;
         return Ok(Listener {

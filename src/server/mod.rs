@@ -51,7 +51,7 @@ pub enum StopSignal {
 
 /// Runs the server until SIGTERM/SIGINT, a calm moment after SIGHUP, or
 /// until idle when socket-activated.
-pub fn run(config: Config, listener: Listener) -> io::Result<()> {
+pub(crate) fn run(config: Config, listener: Listener) -> io::Result<()> {
     crate::ground::memory::configure();
     raise_open_files_limit();
     let mut signals = Signals::new([Signal::Term, Signal::Int, Signal::Hup])?;

@@ -11,10 +11,10 @@ use crate::storage::collection;
 use crate::storage::data_dir::Seen;
 use crate::storage::media;
 
-pub struct Account {
-    pub name: String,
+pub(crate) struct Account {
+    pub(crate) name: String,
     /// `SYNC_BASE/<name>`
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
     state: Arc<Mutex<AccountState>>,
     /// The media store, opened on first use. Its own lock: media sync runs
     /// beside a collection sync of the same user, as clients do it.
@@ -22,7 +22,7 @@ pub struct Account {
     /// The media usn as of the last media request, or -1 before the first:
     /// `/sync/meta` reads it here instead of waiting for a media upload that
     /// holds the media lock.
-    pub media_usn: std::sync::atomic::AtomicI64,
+    pub(crate) media_usn: std::sync::atomic::AtomicI64,
     /// The last authenticated request: when, and from which client.
     seen: std::sync::Mutex<Option<Seen>>,
     /// Downloads streaming the collection file hold this for reading; what
@@ -33,16 +33,16 @@ pub struct Account {
 
 /// What only one request of a user may touch at a time.
 #[derive(Default)]
-pub struct AccountState {
+pub(crate) struct AccountState {
     /// The open collection, kept between requests of this user so a sync's
     /// requests do not reopen the file each time.
-    pub collection: Option<Connection>,
+    pub(crate) collection: Option<Connection>,
     /// A normal sync in progress: its transaction is open on `collection`.
-    pub session: Option<crate::service::session::Session>,
+    pub(crate) session: Option<crate::service::session::Session>,
 }
 
 impl Account {
-    pub fn new(name: String, dir: PathBuf) -> Account {
+    pub(crate) fn new(name: String, dir: PathBuf) -> Account {
         Account {
             name,
             dir,
@@ -55,43 +55,43 @@ impl Account {
     }
 
     /// Records a request of this user (kept in memory; saved at shutdown).
-    pub fn saw(&self, seen: Seen) {
+    pub(crate) fn saw(&self, seen: Seen) {
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(seen);
     }
 
-    pub fn last_seen(&self) -> Option<Seen> {
+    pub(crate) fn last_seen(&self) -> Option<Seen> {
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub fn collection_path(&self) -> PathBuf {
+    pub(crate) fn collection_path(&self) -> PathBuf {
         self.dir.join(collection::FILE_NAME)
     }
 
     /// Waits for this user's other requests; other users never wait here.
     /// The guard is owned so it can move to the blocking pool, or into a
     /// response body that is still streaming.
-    pub async fn lock(&self) -> MutexGuardArc<AccountState> {
+    pub(crate) async fn lock(&self) -> MutexGuardArc<AccountState> {
         self.state.lock_arc().await
     }
 
     /// The lock if nobody holds it now.
-    pub fn try_lock(&self) -> Option<MutexGuardArc<AccountState>> {
+    pub(crate) fn try_lock(&self) -> Option<MutexGuardArc<AccountState>> {
         self.state.try_lock_arc()
     }
 
     /// For streaming the collection file out (see [`Account::files`]).
-    pub async fn reading_files(&self) -> RwLockReadGuardArc<()> {
+    pub(crate) async fn reading_files(&self) -> RwLockReadGuardArc<()> {
         self.files.read_arc().await
     }
 
     /// For replacing the collection file: waits for downloads in progress.
-    pub async fn replacing_files(&self) -> RwLockWriteGuardArc<()> {
+    pub(crate) async fn replacing_files(&self) -> RwLockWriteGuardArc<()> {
         self.files.write_arc().await
     }
 
     /// Whether a request or a normal sync of this user is under way, without
     /// waiting: a held lock counts as under way.
-    pub fn busy(&self, idle: std::time::Duration) -> bool {
+    pub(crate) fn busy(&self, idle: std::time::Duration) -> bool {
         match self.state.try_lock() {
             Some(state) => state.syncing(idle),
             None => true,
@@ -102,7 +102,7 @@ impl Account {
     /// requests (page caches), if nothing of the user's is under way; the
     /// connections stay open, so a sync in the next minute costs a few page
     /// reads, not a reopen. Blocking.
-    pub fn release_memory(&self) {
+    pub(crate) fn release_memory(&self) {
         if let Some(state) = self.state.try_lock() {
             if state.session.is_none() {
                 if let Some(conn) = &state.collection {
@@ -119,14 +119,14 @@ impl Account {
 
     /// Waits for this user's other media requests. Holds `None` until the
     /// store is first opened (see [`open_media`]).
-    pub async fn lock_media(&self) -> MutexGuardArc<Option<media::Store>> {
+    pub(crate) async fn lock_media(&self) -> MutexGuardArc<Option<media::Store>> {
         self.media.lock_arc().await
     }
 }
 
 /// The user's media store behind `slot`, opening it on first use (which
 /// finishes anything a crash left owed). Blocking.
-pub fn open_media<'a>(
+pub(crate) fn open_media<'a>(
     slot: &'a mut Option<media::Store>,
     account_dir: &std::path::Path,
 ) -> Result<&'a mut media::Store, collection::StoreError> {
@@ -138,7 +138,7 @@ pub fn open_media<'a>(
 
 impl AccountState {
     /// The open collection, opening (and if need be creating) it first.
-    pub fn collection(
+    pub(crate) fn collection(
         &mut self,
         account_dir: &std::path::Path,
     ) -> Result<&Connection, collection::StoreError> {
@@ -150,7 +150,7 @@ impl AccountState {
 
     /// Rolls back a normal sync in progress, if any, and any transaction
     /// no sync owns (left by a request that died in a way nothing caught).
-    pub fn abort_session(&mut self) {
+    pub(crate) fn abort_session(&mut self) {
         let orphan = self.collection.as_ref().is_some_and(|c| !c.is_autocommit());
         if self.session.take().is_some() || orphan {
             if let Some(conn) = &self.collection {
@@ -166,7 +166,7 @@ impl AccountState {
     }
 
     /// Closes the collection, folding the WAL back into the main file first.
-    pub fn close_collection(&mut self) -> rusqlite::Result<()> {
+    pub(crate) fn close_collection(&mut self) -> rusqlite::Result<()> {
         self.abort_session();
         if let Some(conn) = self.collection.take() {
             collection::checkpoint(&conn)?;

@@ -10,7 +10,7 @@ use smol::channel::{Receiver, Sender};
 use smol::Timer;
 
 /// Counts requests and background jobs in flight, and when the last ended.
-pub struct Activity {
+pub(crate) struct Activity {
     requests: AtomicUsize,
     jobs: AtomicUsize,
     last_request_end: Mutex<Instant>,
@@ -21,13 +21,13 @@ pub struct Activity {
 }
 
 /// Held while a request or job runs.
-pub struct ActivityGuard {
+pub(crate) struct ActivityGuard {
     activity: Arc<Activity>,
     job: bool,
 }
 
 impl Activity {
-    pub fn new() -> Activity {
+    pub(crate) fn new() -> Activity {
         Activity {
             requests: AtomicUsize::new(0),
             jobs: AtomicUsize::new(0),
@@ -38,17 +38,17 @@ impl Activity {
     }
 
     /// Says the server is stopping (see [`Activity::stopped`]).
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.stopping.0.close();
     }
 
     /// Resolves once the server is stopping.
-    pub async fn stopped(&self) {
+    pub(crate) async fn stopped(&self) {
         let _ = self.stopping.1.recv().await;
     }
 
     /// A request: idle exit and SIGTERM wait for it.
-    pub fn begin(self: &Arc<Self>) -> ActivityGuard {
+    pub(crate) fn begin(self: &Arc<Self>) -> ActivityGuard {
         self.requests.fetch_add(1, Ordering::SeqCst);
         ActivityGuard {
             activity: self.clone(),
@@ -58,7 +58,7 @@ impl Activity {
 
     /// Background work: waited for like a request, but it yields to requests
     /// (see [`Activity::quiet`]).
-    pub fn begin_job(self: &Arc<Self>) -> ActivityGuard {
+    pub(crate) fn begin_job(self: &Arc<Self>) -> ActivityGuard {
         self.jobs.fetch_add(1, Ordering::SeqCst);
         ActivityGuard {
             activity: self.clone(),
@@ -66,11 +66,11 @@ impl Activity {
         }
     }
 
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.requests.load(Ordering::SeqCst) + self.jobs.load(Ordering::SeqCst)
     }
 
-    pub fn idle_for(&self) -> Option<Duration> {
+    pub(crate) fn idle_for(&self) -> Option<Duration> {
         if self.in_flight() > 0 {
             return None;
         }
@@ -79,7 +79,7 @@ impl Activity {
 
     /// Waits until nothing (request or background job) has run for `calm`;
     /// returns when the last one ended.
-    pub async fn settled(&self, calm: Duration) -> Instant {
+    pub(crate) async fn settled(&self, calm: Duration) -> Instant {
         loop {
             let last = *lock(&self.last_end);
             let since = last.elapsed();
@@ -92,7 +92,7 @@ impl Activity {
 
     /// Waits until no request has run for `calm`, so background work does not
     /// take a small board's CPU from a sync in progress.
-    pub async fn quiet(&self, calm: Duration) {
+    pub(crate) async fn quiet(&self, calm: Duration) {
         loop {
             let busy = self.requests.load(Ordering::SeqCst) > 0;
             let since = lock(&self.last_request_end).elapsed();

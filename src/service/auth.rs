@@ -49,7 +49,7 @@ impl Credential {
 
 /// Where a user is defined.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     /// `SYNC_USERn`, with its number.
     Env(usize),
     /// The users store (`leitner user add`).
@@ -58,10 +58,11 @@ pub enum Source {
 
 /// One user as the server knows them now.
 #[derive(Clone)]
-pub struct Known {
-    pub account: Arc<Account>,
-    pub host_key: String,
-    pub source: Source,
+pub(crate) struct Known {
+    pub(crate) account: Arc<Account>,
+    pub(crate) host_key: String,
+    #[cfg_attr(not(test), allow(dead_code))] // read by the tests only
+    pub(crate) source: Source,
     credential: Arc<Credential>,
 }
 
@@ -94,7 +95,7 @@ fn stamp(path: &std::path::Path) -> Option<Stamp> {
 /// The users the server serves. The users store is re-read whenever its
 /// file changes (checked on each request: one `stat`), so users added,
 /// removed or given a new password by `leitner user` count at once.
-pub struct Users {
+pub(crate) struct Users {
     env: Vec<UserSpec>,
     base: PathBuf,
     roster: RwLock<Arc<Roster>>,
@@ -106,7 +107,7 @@ pub struct Users {
 impl Users {
     /// Reads the users store beside the `SYNC_USERn` users. A name defined
     /// in both is an error: which password would count? Blocking.
-    pub fn new(env: Vec<UserSpec>, base: PathBuf) -> Result<Users, String> {
+    pub(crate) fn new(env: Vec<UserSpec>, base: PathBuf) -> Result<Users, String> {
         let users = Users {
             env,
             base,
@@ -219,18 +220,18 @@ impl Users {
     }
 
     /// Every user now, in name order.
-    pub fn all(&self) -> Vec<Known> {
+    pub(crate) fn all(&self) -> Vec<Known> {
         let roster = self.current();
         let mut all: Vec<Known> = roster.by_name.values().cloned().collect();
         all.sort_by(|a, b| a.account.name.cmp(&b.account.name));
         all
     }
 
-    pub fn by_name(&self, name: &str) -> Option<Known> {
+    pub(crate) fn by_name(&self, name: &str) -> Option<Known> {
         self.current().by_name.get(name).cloned()
     }
 
-    pub fn by_host_key(&self, key: &str) -> Option<Arc<Account>> {
+    pub(crate) fn by_host_key(&self, key: &str) -> Option<Arc<Account>> {
         let roster = self.current();
         let name = roster.by_host_key.get(key)?;
         Some(roster.by_name[name].account.clone())
@@ -243,7 +244,12 @@ impl Users {
     ///
     /// Logins from one address (`peer`) take turns, pausing after repeated
     /// failures (see [`crate::service::throttle`]); other addresses do not wait.
-    pub async fn login(&self, peer: Option<IpAddr>, name: &str, password: &str) -> Option<Known> {
+    pub(crate) async fn login(
+        &self,
+        peer: Option<IpAddr>,
+        name: &str,
+        password: &str,
+    ) -> Option<Known> {
         let turn = match peer {
             Some(peer) => Some(self.throttle.enter(peer).await),
             None => None,

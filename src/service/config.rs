@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// How a user's secret is given in `SYNC_USERn`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Secret {
+pub(crate) enum Secret {
     /// The password itself (`PASSWORDS_HASHED` unset).
     Plain(String),
     /// A PHC string such as `$pbkdf2-sha256$i=600000,l=32$salt$hash`.
@@ -15,44 +15,44 @@ pub enum Secret {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UserSpec {
-    pub name: String,
-    pub secret: Secret,
+pub(crate) struct UserSpec {
+    pub(crate) name: String,
+    pub(crate) secret: Secret,
     /// The whole `user:secret` value as written in the environment: the
     /// official server derives host keys from it, and so do we.
-    pub raw: String,
+    pub(crate) raw: String,
 }
 
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub users: Vec<UserSpec>,
-    pub base: PathBuf,
-    pub host: IpAddr,
-    pub port: u16,
+    pub(crate) users: Vec<UserSpec>,
+    pub(crate) base: PathBuf,
+    pub(crate) host: IpAddr,
+    pub(crate) port: u16,
     /// `MAX_SYNC_PAYLOAD_MEGS` in bytes.
-    pub max_payload: u64,
+    pub(crate) max_payload: u64,
     /// When socket-activated, exit after this long without a request.
     /// `None` keeps running forever.
-    pub idle_exit: Option<Duration>,
+    pub(crate) idle_exit: Option<Duration>,
     /// A normal sync untouched this long is rolled back.
-    pub sync_idle: Duration,
+    pub(crate) sync_idle: Duration,
     /// How many snapshots each user keeps, and how many bytes they may take.
-    pub snapshots: crate::storage::collection::snapshots::Limits,
+    pub(crate) snapshots: crate::storage::collection::snapshots::Limits,
     /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` is believed.
-    pub trusted_proxies: Vec<Cidr>,
+    pub(crate) trusted_proxies: Vec<Cidr>,
 }
 
 /// An address block, `192.168.1.0/24` or `fd00::/8`; a bare address is a
 /// block of one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
+pub(crate) struct Cidr {
     net: u128,
     prefix: u8,
     v4: bool,
 }
 
 impl Cidr {
-    pub fn parse(text: &str) -> Option<Cidr> {
+    pub(crate) fn parse(text: &str) -> Option<Cidr> {
         let (addr, prefix) = match text.split_once('/') {
             Some((addr, prefix)) => (addr, Some(prefix.parse::<u8>().ok()?)),
             None => (text, None),
@@ -71,7 +71,7 @@ impl Cidr {
         })
     }
 
-    pub fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         let (bits, v4) = bits(ip);
         v4 == self.v4 && bits & mask(self.prefix) == self.net
     }
@@ -93,18 +93,18 @@ fn mask(prefix: u8) -> u128 {
     u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0)
 }
 
-pub const DEFAULT_PORT: u16 = 8080;
-pub const DEFAULT_MAX_PAYLOAD_MEGS: u64 = 100;
-pub const DEFAULT_IDLE_EXIT_SECS: u64 = 300;
+pub(crate) const DEFAULT_PORT: u16 = 8080;
+pub(crate) const DEFAULT_MAX_PAYLOAD_MEGS: u64 = 100;
+pub(crate) const DEFAULT_IDLE_EXIT_SECS: u64 = 300;
 /// Clients give up on a request after 60 s without traffic at most.
-pub const DEFAULT_SYNC_IDLE_SECS: u64 = 120;
-pub const DEFAULT_SNAPSHOTS: u64 = 10;
-pub const DEFAULT_SNAPSHOT_MEGS: u64 = 512;
+pub(crate) const DEFAULT_SYNC_IDLE_SECS: u64 = 120;
+pub(crate) const DEFAULT_SNAPSHOTS: u64 = 10;
+pub(crate) const DEFAULT_SNAPSHOT_MEGS: u64 = 512;
 /// A proxy on the same machine (the usual setup) is believed; nothing else.
-pub const DEFAULT_TRUSTED_PROXIES: &str = "127.0.0.1, ::1";
+pub(crate) const DEFAULT_TRUSTED_PROXIES: &str = "127.0.0.1, ::1";
 
 impl Config {
-    pub fn from_env() -> Result<Config, String> {
+    pub(crate) fn from_env() -> Result<Config, String> {
         Config::from_vars(|name| std::env::var(name).ok())
     }
 
@@ -195,11 +195,11 @@ impl Config {
 /// The configuration file the service reads (systemd's `EnvironmentFile=`)
 /// and the management commands read beneath their own environment, so
 /// `sudo leitner status` finds the service's data folder.
-pub const CONFIG_FILE: &str = "/etc/leitner/leitner.conf";
+pub(crate) const CONFIG_FILE: &str = "/etc/leitner/leitner.conf";
 
 /// `KEY=VALUE` lines as systemd's `EnvironmentFile=` reads them: blank lines
 /// and `#` or `;` comments skipped, a value in matching quotes unquoted.
-pub fn parse_env_file(text: &str) -> Vec<(String, String)> {
+pub(crate) fn parse_env_file(text: &str) -> Vec<(String, String)> {
     text.lines()
         .map(str::trim)
         .filter(|line| !line.is_empty() && !line.starts_with(['#', ';']))

@@ -35,7 +35,7 @@ use crate::storage::data_dir::{self, DirLock, SeenMap, CONTROL_SOCKET};
 /// What a hold covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Scope {
+pub(crate) enum Scope {
     /// The collection and the media: nothing of the user changes.
     All,
     /// Only the media: collection syncs go on.
@@ -51,12 +51,12 @@ enum Request {
 
 /// What a running server says of itself.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct ServerStatus {
-    pub version: String,
-    pub pid: u32,
+pub(crate) struct ServerStatus {
+    pub(crate) version: String,
+    pub(crate) pid: u32,
     /// Started by systemd's socket activation (and so exits when idle).
-    pub activated: bool,
-    pub seen: SeenMap,
+    pub(crate) activated: bool,
+    pub(crate) seen: SeenMap,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -91,7 +91,7 @@ fn with_socket_path<T>(base: &Path, with: impl FnOnce(&Path) -> io::Result<T>) -
 
 /// Binds the control socket, replacing a stale one. The caller holds the
 /// data directory's lock, so no other server uses it.
-pub fn bind(base: &Path) -> io::Result<UnixListener> {
+pub(crate) fn bind(base: &Path) -> io::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     crate::ground::durable::remove_if_present(&base.join(CONTROL_SOCKET))?;
     let listener = with_socket_path(base, |path| std::os::unix::net::UnixListener::bind(path))?;
@@ -103,7 +103,7 @@ pub fn bind(base: &Path) -> io::Result<UnixListener> {
 }
 
 /// Answers control connections until dropped.
-pub async fn serve(listener: UnixListener, service: Arc<Service>, activated: bool) {
+pub(crate) async fn serve(listener: UnixListener, service: Arc<Service>, activated: bool) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
@@ -285,7 +285,7 @@ fn ask(
 
 /// The running server's own account of itself, or `None` when no server runs
 /// on `base`. Takes no lock.
-pub fn server_status(base: &Path) -> io::Result<Option<ServerStatus>> {
+pub(crate) fn server_status(base: &Path) -> io::Result<Option<ServerStatus>> {
     let Some(stream) = connect(base)? else {
         return Ok(None);
     };
@@ -296,7 +296,7 @@ pub fn server_status(base: &Path) -> io::Result<Option<ServerStatus>> {
 /// A command's standing towards the server: either a server runs (and holds
 /// users on request), or none does and the command holds the data
 /// directory's lock until it ends.
-pub struct Coordinator {
+pub(crate) struct Coordinator {
     base: PathBuf,
     stopped: Option<DirLock>,
 }
@@ -307,7 +307,7 @@ const SETTLE: Duration = Duration::from_secs(120);
 const HOLD_WAIT: Duration = Duration::from_secs(300);
 
 impl Coordinator {
-    pub fn new(base: &Path) -> io::Result<Coordinator> {
+    pub(crate) fn new(base: &Path) -> io::Result<Coordinator> {
         let deadline = Instant::now() + SETTLE;
         let mut said = false;
         loop {
@@ -342,12 +342,12 @@ impl Coordinator {
     }
 
     /// Whether a server was running when this command started.
-    pub fn server_running(&self) -> bool {
+    pub(crate) fn server_running(&self) -> bool {
         self.stopped.is_none()
     }
 
     /// Keeps the server off `user`'s files until the returned hold drops.
-    pub fn hold(&self, user: &str, scope: Scope) -> io::Result<Hold> {
+    pub(crate) fn hold(&self, user: &str, scope: Scope) -> io::Result<Hold> {
         if self.stopped.is_some() {
             return Ok(Hold { _stream: None });
         }
@@ -367,6 +367,6 @@ impl Coordinator {
 
 /// Held by a command while it changes a user's files; dropping it lets the
 /// server go on.
-pub struct Hold {
+pub(crate) struct Hold {
     _stream: Option<UnixStream>,
 }

@@ -21,12 +21,12 @@ use auth::Users;
 use config::Config;
 
 /// Everything the endpoints share: configuration and users. Built once.
-pub struct Service {
-    pub config: Config,
-    pub users: Users,
-    pub activity: Arc<Activity>,
+pub(crate) struct Service {
+    pub(crate) config: Config,
+    pub(crate) users: Users,
+    pub(crate) activity: Arc<Activity>,
     /// Memory for request bodies in flight, all requests together.
-    pub budget: Arc<Budget>,
+    pub(crate) budget: Arc<Budget>,
     /// Requests not yet known to come from a user (logins): only so many
     /// at once, whatever a LAN device opens.
     pub(crate) strangers: throttle::Strangers,
@@ -43,7 +43,7 @@ const STRANGERS_PER_ADDRESS: usize = 32;
 impl Service {
     /// Reads the users, creates every user's folder and finishes what a
     /// crash interrupted. Blocking.
-    pub fn new(config: Config, activity: Arc<Activity>) -> io::Result<Service> {
+    pub(crate) fn new(config: Config, activity: Arc<Activity>) -> io::Result<Service> {
         std::fs::create_dir_all(&config.base)?;
         // An old client's upload arrives here before its user is known; a
         // command may be writing the users store beside it, so only what a
@@ -77,7 +77,7 @@ impl Service {
 
     /// What the server saw of each user, for `leitner status` and the record
     /// kept across restarts.
-    pub fn seen(&self) -> crate::storage::data_dir::SeenMap {
+    pub(crate) fn seen(&self) -> crate::storage::data_dir::SeenMap {
         let mut all = crate::storage::data_dir::load_seen(&self.config.base);
         for known in self.users.all() {
             if let Some(seen) = known.account.last_seen() {
@@ -89,7 +89,7 @@ impl Service {
 
     /// Whether any user is in the middle of a sync (between requests of a
     /// normal sync counts), so the process must not exit yet.
-    pub fn syncing(&self) -> bool {
+    pub(crate) fn syncing(&self) -> bool {
         let idle = self.config.sync_idle;
         self.users
             .all()
@@ -100,7 +100,7 @@ impl Service {
     /// Gives back the users' database page caches kept from past requests
     /// (the server then empties its own spares and trims the allocator).
     /// Blocking.
-    pub fn release_memory(&self) {
+    pub(crate) fn release_memory(&self) {
         for known in self.users.all() {
             known.account.release_memory();
         }
@@ -108,7 +108,7 @@ impl Service {
 
     /// Decompressed size limit for a collection upload, as the official
     /// server applies it: three times `MAX_SYNC_PAYLOAD_MEGS`.
-    pub fn collection_limit(&self) -> u64 {
+    pub(crate) fn collection_limit(&self) -> u64 {
         self.config.max_payload.saturating_mul(3)
     }
 }

@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 use crate::service::account::AccountState;
 
 /// A normal sync in progress.
-pub struct Session {
+pub(crate) struct Session {
     /// The client's session key (`s` of `start`).
-    pub key: String,
+    pub(crate) key: String,
     /// `col.usn` at `start`: stamped on everything this sync writes.
-    pub server_usn: i32,
+    pub(crate) server_usn: i32,
     /// The client's `minUsn`: rows with `usn >= client_usn` are news to it.
-    pub client_usn: i32,
-    pub client_is_newer: bool,
+    pub(crate) client_usn: i32,
+    pub(crate) client_is_newer: bool,
     /// Ids still to send in `chunk` replies, taken at the first `chunk`.
     pub(crate) pending: Option<Pending>,
     pub(crate) touched: Instant,
@@ -28,7 +28,7 @@ pub(crate) struct Pending {
 
 impl AccountState {
     /// Rolls back a sync nobody has touched for `idle`.
-    pub fn expire_session(&mut self, idle: Duration) {
+    pub(crate) fn expire_session(&mut self, idle: Duration) {
         if self
             .session
             .as_ref()
@@ -39,13 +39,13 @@ impl AccountState {
         }
     }
 
-    pub fn has_session(&self) -> bool {
+    pub(crate) fn has_session(&self) -> bool {
         self.session.is_some()
     }
 
     /// Whether a normal sync is under way: started, and touched within
     /// `idle` (an older one is abandoned and will be rolled back).
-    pub fn syncing(&self, idle: Duration) -> bool {
+    pub(crate) fn syncing(&self, idle: Duration) -> bool {
         self.session
             .as_ref()
             .is_some_and(|s| s.touched.elapsed() <= idle)

@@ -27,7 +27,7 @@ const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
 const MAX_ADDRESSES: usize = 4096;
 
 #[derive(Default)]
-pub struct Throttle {
+pub(crate) struct Throttle {
     table: Mutex<HashMap<IpAddr, Arc<Entry>>>,
 }
 
@@ -54,7 +54,7 @@ impl Failures {
 }
 
 /// The pause before a login from an address with `failures` recent failures.
-pub fn pause(failures: u32) -> Duration {
+pub(crate) fn pause(failures: u32) -> Duration {
     if failures < FREE_FAILURES {
         return Duration::ZERO;
     }
@@ -79,27 +79,27 @@ fn key(addr: IpAddr) -> IpAddr {
 }
 
 /// One login's turn: held until it is decided.
-pub struct Turn {
+pub(crate) struct Turn {
     entry: Arc<Entry>,
     _turn: MutexGuardArc<()>,
 }
 
 impl Turn {
-    pub fn failed(&self) {
+    pub(crate) fn failed(&self) {
         let mut failures = lock(&self.entry.failures);
         let now = Instant::now();
         failures.count = failures.current(now) + 1;
         failures.last = Some(now);
     }
 
-    pub fn succeeded(&self) {
+    pub(crate) fn succeeded(&self) {
         *lock(&self.entry.failures) = Failures::default();
     }
 }
 
 impl Throttle {
     /// Waits for this address's earlier logins, then for its pause.
-    pub async fn enter(&self, addr: IpAddr) -> Turn {
+    pub(crate) async fn enter(&self, addr: IpAddr) -> Turn {
         let entry = self.entry(key(addr));
         let turn = entry.turn.lock_arc().await;
         let failures = lock(&entry.failures).current(Instant::now());
@@ -143,20 +143,20 @@ impl Throttle {
 /// Requests not yet known to come from a user (logins) in flight at once,
 /// from one address and from all: what a LAN device can hold open is
 /// bounded, and it cannot crowd out the owner's devices.
-pub struct Strangers {
+pub(crate) struct Strangers {
     counts: Mutex<(usize, HashMap<IpAddr, usize>)>,
     total: usize,
     per_address: usize,
 }
 
 /// One admitted request; admits another when dropped.
-pub struct Admitted<'a> {
+pub(crate) struct Admitted<'a> {
     strangers: &'a Strangers,
     key: IpAddr,
 }
 
 impl Strangers {
-    pub fn new(total: usize, per_address: usize) -> Strangers {
+    pub(crate) fn new(total: usize, per_address: usize) -> Strangers {
         Strangers {
             counts: Mutex::new((0, HashMap::new())),
             total,
@@ -164,7 +164,7 @@ impl Strangers {
         }
     }
 
-    pub fn admit(&self, addr: IpAddr) -> Option<Admitted<'_>> {
+    pub(crate) fn admit(&self, addr: IpAddr) -> Option<Admitted<'_>> {
         let key = key(addr);
         let mut counts = lock(&self.counts);
         let (total, per) = &mut *counts;

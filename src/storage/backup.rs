@@ -17,32 +17,32 @@ use serde::{Deserialize, Serialize};
 
 use crate::ground::durable;
 
-pub const MANIFEST: &str = "leitner-backup.json";
+pub(crate) const MANIFEST: &str = "leitner-backup.json";
 const FORMAT: u32 = 1;
 
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Manifest {
-    pub format: u32,
+pub(crate) struct Manifest {
+    pub(crate) format: u32,
     /// The leitner version that wrote it.
-    pub version: String,
+    pub(crate) version: String,
     /// Milliseconds since 1970.
-    pub created: i64,
-    pub users: Vec<String>,
+    pub(crate) created: i64,
+    pub(crate) users: Vec<String>,
 }
 
 /// An archive being written to a temp file beside its destination; it
 /// appears under its name only when [`Writer::finish`] succeeds.
-pub struct Writer {
+pub(crate) struct Writer {
     tar: Option<tar::Builder<zstd::stream::write::Encoder<'static, BufWriter<File>>>>,
     temp: PathBuf,
     dest: PathBuf,
     finished: bool,
     /// Bytes of content added so far, for progress lines.
-    pub added: u64,
+    pub(crate) added: u64,
 }
 
 impl Writer {
-    pub fn create(dest: &Path, manifest: &Manifest) -> io::Result<Writer> {
+    pub(crate) fn create(dest: &Path, manifest: &Manifest) -> io::Result<Writer> {
         let dir = dest.parent().unwrap_or(Path::new("."));
         let temp = durable::temp_path(dir, "backup");
         let file = durable::create_private(&temp)?;
@@ -61,7 +61,7 @@ impl Writer {
     }
 
     /// Adds `len` bytes from `from` as `name` (a relative path with `/`).
-    pub fn add(&mut self, name: &str, len: u64, from: &mut impl Read) -> io::Result<()> {
+    pub(crate) fn add(&mut self, name: &str, len: u64, from: &mut impl Read) -> io::Result<()> {
         let mut header = tar::Header::new_gnu();
         header.set_size(len);
         header.set_mode(0o600);
@@ -79,14 +79,14 @@ impl Writer {
     }
 
     /// Adds a file from disk.
-    pub fn add_file(&mut self, name: &str, path: &Path) -> io::Result<()> {
+    pub(crate) fn add_file(&mut self, name: &str, path: &Path) -> io::Result<()> {
         let mut file = File::open(path)?;
         let len = file.metadata()?.len();
         self.add(name, len, &mut file)
     }
 
     /// Completes the archive: flushed, fsynced, renamed into place.
-    pub fn finish(mut self) -> io::Result<PathBuf> {
+    pub(crate) fn finish(mut self) -> io::Result<PathBuf> {
         let tar = self.tar.take().expect("finished once");
         let encoder = tar.into_inner()?;
         let file = encoder.finish()?.into_inner().map_err(|e| e.into_error())?;
@@ -108,7 +108,7 @@ impl Drop for Writer {
 
 /// Why an archive cannot be restored.
 #[derive(Debug)]
-pub enum BackupError {
+pub(crate) enum BackupError {
     Io(io::Error),
     /// Not an archive this leitner wrote, or damaged.
     Invalid(String),
@@ -181,7 +181,7 @@ fn place(path: &Path) -> Result<PathBuf, BackupError> {
 /// Unpacks `archive` into `into` (an empty folder), checking every entry's
 /// place first. Files are written, not yet flushed: the caller flushes the
 /// file system once. Returns the manifest. Blocking.
-pub fn extract(
+pub(crate) fn extract(
     archive: File,
     into: &Path,
     mut progress: impl FnMut(u64),

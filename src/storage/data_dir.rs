@@ -19,15 +19,15 @@ use serde::{Deserialize, Serialize};
 use crate::ground::durable;
 
 /// The users added with `leitner user add` (PHC hashes), mode 0600.
-pub const USERS_FILE: &str = "leitner-users.json";
+pub(crate) const USERS_FILE: &str = "leitner-users.json";
 /// Held by the server for its life, or by a command while no server runs.
-pub const LOCK_FILE: &str = "leitner.lock";
+pub(crate) const LOCK_FILE: &str = "leitner.lock";
 /// The running server's control socket.
-pub const CONTROL_SOCKET: &str = "leitner.sock";
+pub(crate) const CONTROL_SOCKET: &str = "leitner.sock";
 /// When each user last synced and with which client, saved at shutdown.
-pub const SEEN_FILE: &str = "leitner-seen.json";
+pub(crate) const SEEN_FILE: &str = "leitner-seen.json";
 /// The highest data format a leitner has used in this folder (see [`FORMAT`]).
-pub const FORMAT_FILE: &str = "leitner-format";
+pub(crate) const FORMAT_FILE: &str = "leitner-format";
 
 /// The data folder's format, as this leitner reads and writes it. It rises
 /// only with a change that an older leitner could not read; everything else
@@ -35,11 +35,11 @@ pub const FORMAT_FILE: &str = "leitner-format";
 /// slots record it, so that going back to an older system is refused when
 /// that system would not read the data (ARCHITECTURE.md, "Data across
 /// versions").
-pub const FORMAT: u32 = 1;
+pub(crate) const FORMAT: u32 = 1;
 
 /// Whether `name` would collide with leitner's own files, so cannot be a
 /// user: anything starting with `leitner-` or `leitner.`, and temp names.
-pub fn is_reserved(name: &str) -> bool {
+pub(crate) fn is_reserved(name: &str) -> bool {
     name.starts_with("leitner-")
         || name.starts_with("leitner.")
         || name.contains(durable::TEMP_MARK)
@@ -47,7 +47,7 @@ pub fn is_reserved(name: &str) -> bool {
 
 /// A username names a folder under `SYNC_BASE`, so it must be one plain
 /// path component, and not one of leitner's own names there.
-pub fn check_username(name: &str) -> Result<(), String> {
+pub(crate) fn check_username(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("the username is empty".into());
     }
@@ -73,7 +73,7 @@ pub fn check_username(name: &str) -> Result<(), String> {
 
 /// The exclusive lock on a data directory; released on drop (or when the
 /// process dies, however it dies).
-pub struct DirLock {
+pub(crate) struct DirLock {
     _lock: Flock<File>,
 }
 
@@ -88,7 +88,7 @@ fn lock_file(base: &Path) -> io::Result<File> {
 }
 
 /// Takes the lock if nobody holds it.
-pub fn try_lock(base: &Path) -> io::Result<Option<DirLock>> {
+pub(crate) fn try_lock(base: &Path) -> io::Result<Option<DirLock>> {
     match Flock::lock(lock_file(base)?, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => Ok(Some(DirLock { _lock: lock })),
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
@@ -97,7 +97,7 @@ pub fn try_lock(base: &Path) -> io::Result<Option<DirLock>> {
 }
 
 /// Takes the lock, waiting for whoever holds it. Blocking.
-pub fn lock(base: &Path) -> io::Result<DirLock> {
+pub(crate) fn lock(base: &Path) -> io::Result<DirLock> {
     match Flock::lock(lock_file(base)?, FlockArg::LockExclusive) {
         Ok(lock) => Ok(DirLock { _lock: lock }),
         Err((_, e)) => Err(e.into()),
@@ -107,7 +107,7 @@ pub fn lock(base: &Path) -> io::Result<DirLock> {
 /// Checks that this leitner can read the folder, and records its format
 /// there when it is the first, or a newer, leitner to use it (so the file is
 /// written once per format, not per start). Blocking; called with the lock.
-pub fn claim_format(base: &Path) -> io::Result<()> {
+pub(crate) fn claim_format(base: &Path) -> io::Result<()> {
     let path = base.join(FORMAT_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
@@ -140,18 +140,18 @@ pub fn claim_format(base: &Path) -> io::Result<()> {
 
 /// What the server last saw of a user: when, and which client.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Seen {
+pub(crate) struct Seen {
     /// Unix time of the last authenticated request, in milliseconds.
-    pub at: i64,
+    pub(crate) at: i64,
     /// The client's own description, e.g. `26.9.3,0b9d9a1,linux`.
-    pub client: String,
+    pub(crate) client: String,
 }
 
-pub type SeenMap = BTreeMap<String, Seen>;
+pub(crate) type SeenMap = BTreeMap<String, Seen>;
 
 /// The saved record; empty if there is none or it cannot be read (it is
 /// informational only).
-pub fn load_seen(base: &Path) -> SeenMap {
+pub(crate) fn load_seen(base: &Path) -> SeenMap {
     std::fs::read(base.join(SEEN_FILE))
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
@@ -159,13 +159,13 @@ pub fn load_seen(base: &Path) -> SeenMap {
 }
 
 /// Saves the record (write-temp, fsync, rename). Blocking.
-pub fn save_seen(base: &Path, seen: &SeenMap) -> io::Result<()> {
+pub(crate) fn save_seen(base: &Path, seen: &SeenMap) -> io::Result<()> {
     let json = serde_json::to_vec_pretty(seen).map_err(io::Error::other)?;
     durable::replace(&base.join(SEEN_FILE), &json)
 }
 
 /// The folder of user `name`.
-pub fn user_dir(base: &Path, name: &str) -> PathBuf {
+pub(crate) fn user_dir(base: &Path, name: &str) -> PathBuf {
     base.join(name)
 }
 

@@ -20,18 +20,18 @@ use crate::ground::durable;
 use crate::storage::data_dir::USERS_FILE;
 
 /// Longest password accepted; PBKDF2 takes any length, but nobody types more.
-pub const MAX_PASSWORD_BYTES: usize = 1024;
+pub(crate) const MAX_PASSWORD_BYTES: usize = 1024;
 /// The rounds the official server uses for its own hashes.
 const ROUNDS: u32 = 600_000;
 const FORMAT_VERSION: u32 = 1;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredUser {
-    pub name: String,
+pub(crate) struct StoredUser {
+    pub(crate) name: String,
     /// A PHC string: `$pbkdf2-sha256$i=600000,l=32$<salt>$<hash>`.
-    pub password: String,
+    pub(crate) password: String,
     /// Unix seconds.
-    pub created: i64,
+    pub(crate) created: i64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -42,7 +42,7 @@ struct StoreFile {
 
 /// Why the store cannot be read or changed as asked.
 #[derive(Debug)]
-pub enum UsersError {
+pub(crate) enum UsersError {
     Io(io::Error),
     /// The file exists but is not a users store we understand.
     Damaged(String),
@@ -68,13 +68,13 @@ impl From<io::Error> for UsersError {
     }
 }
 
-pub fn path(base: &Path) -> PathBuf {
+pub(crate) fn path(base: &Path) -> PathBuf {
     base.join(USERS_FILE)
 }
 
 /// The stored users, in the order they were added; none if there is no
 /// store yet.
-pub fn load(base: &Path) -> Result<Vec<StoredUser>, UsersError> {
+pub(crate) fn load(base: &Path) -> Result<Vec<StoredUser>, UsersError> {
     let bytes = match std::fs::read(path(base)) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -103,7 +103,7 @@ fn parse(bytes: &[u8]) -> Result<Vec<StoredUser>, UsersError> {
 /// Changes the store through `change`, which sees the current users; the
 /// new list replaces the file atomically. Concurrent edits (two commands at
 /// once) take turns on a lock, so neither change is lost. Blocking.
-pub fn edit<T>(
+pub(crate) fn edit<T>(
     base: &Path,
     change: impl FnOnce(&mut Vec<StoredUser>) -> Result<T, UsersError>,
 ) -> Result<T, UsersError> {
@@ -123,7 +123,7 @@ pub fn edit<T>(
 }
 
 /// Checks a password before it is hashed.
-pub fn check_password(password: &str) -> Result<(), String> {
+pub(crate) fn check_password(password: &str) -> Result<(), String> {
     if password.is_empty() {
         return Err("the password is empty".into());
     }
@@ -136,7 +136,7 @@ pub fn check_password(password: &str) -> Result<(), String> {
 }
 
 /// Hashes a new password with a random salt. Blocking (one PBKDF2 run).
-pub fn hash_password(password: &str) -> io::Result<String> {
+pub(crate) fn hash_password(password: &str) -> io::Result<String> {
     let mut salt = [0u8; 16];
     io::Read::read_exact(&mut File::open("/dev/urandom")?, &mut salt)?;
     let salt = SaltString::encode_b64(&salt).map_err(|e| io::Error::other(e.to_string()))?;

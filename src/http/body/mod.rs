@@ -30,7 +30,7 @@ const BATCH: usize = 64 * 1024;
 
 /// Why a request body could not be taken.
 #[derive(Debug)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     /// More than the endpoint's limit, compressed or decompressed.
     TooLarge,
     /// Not a complete zstd stream, or the connection broke mid-body.
@@ -65,14 +65,14 @@ impl From<Spent> for BodyError {
 }
 
 /// A request body as it arrives, counting the bytes that cross the wire.
-pub struct Incoming {
+pub(crate) struct Incoming {
     body: Body,
     received: Arc<AtomicU64>,
     budget: Arc<Budget>,
 }
 
 impl Incoming {
-    pub fn new(body: Body, received: Arc<AtomicU64>, budget: Arc<Budget>) -> Incoming {
+    pub(crate) fn new(body: Body, received: Arc<AtomicU64>, budget: Arc<Budget>) -> Incoming {
         Incoming {
             body,
             received,
@@ -81,14 +81,14 @@ impl Incoming {
     }
 
     /// The body as it stands: what nobody has read of it.
-    pub fn into_unread(self) -> Body {
+    pub(crate) fn into_unread(self) -> Body {
         self.body
     }
 
     /// Copies the body into `sink` on the blocking pool, undoing zstd when
     /// `zstd` is set and refusing more than `limit` bytes on either side of
     /// the decoder. Returns the sink (and so whatever it owns) when done.
-    pub async fn copy_into<W: Write + Send + 'static>(
+    pub(crate) async fn copy_into<W: Write + Send + 'static>(
         &mut self,
         zstd: bool,
         limit: u64,
@@ -99,7 +99,7 @@ impl Incoming {
 
     /// [`Incoming::copy_into`], then `then` on the sink, in the blocking
     /// pool's last hop: a small body (most requests) takes one hop in all.
-    pub async fn copy_into_then<W, R>(
+    pub(crate) async fn copy_into_then<W, R>(
         &mut self,
         zstd: bool,
         limit: u64,
@@ -210,7 +210,7 @@ impl Incoming {
     /// Reads a legacy client's whole form (see `framing::multipart`): its
     /// fields, and its `data` part as it came (gzip or not), both in memory
     /// charged to the budget; at most `limit` bytes of body.
-    pub async fn read_form(
+    pub(crate) async fn read_form(
         &mut self,
         content_type: &str,
         limit: u64,
@@ -245,7 +245,11 @@ impl Incoming {
     /// Reads the whole body, leaving a small one (one batch, most requests)
     /// undecoded: its decoding can then share the blocking-pool hop of the
     /// work it is for. A larger one is decoded as it comes.
-    pub async fn read_all_later(&mut self, zstd: bool, limit: u64) -> Result<Whole, BodyError> {
+    pub(crate) async fn read_all_later(
+        &mut self,
+        zstd: bool,
+        limit: u64,
+    ) -> Result<Whole, BodyError> {
         let mut charge = self.budget.charge();
         let mut raw_total = 0u64;
         let first = self.read_batch(limit, &mut raw_total, &mut charge).await?;
@@ -278,13 +282,14 @@ impl Incoming {
 
     /// Reads the whole body into memory (JSON requests), charged to the
     /// budget as it grows.
-    pub async fn read_all(&mut self, zstd: bool, limit: u64) -> Result<Vec<u8>, BodyError> {
+    #[cfg(test)]
+    pub(crate) async fn read_all(&mut self, zstd: bool, limit: u64) -> Result<Vec<u8>, BodyError> {
         self.read_all_then(zstd, limit, |bytes| bytes).await
     }
 
     /// [`Incoming::read_all`], then `then` (parsing, say) on the bytes in
     /// the same hop to the blocking pool.
-    pub async fn read_all_then<R: Send + 'static>(
+    pub(crate) async fn read_all_then<R: Send + 'static>(
         &mut self,
         zstd: bool,
         limit: u64,
@@ -300,7 +305,7 @@ impl Incoming {
 
     /// Reads and throws away up to `limit` more bytes, so that a client still
     /// sending a refused body gets to read our answer instead of a reset.
-    pub async fn drain(&mut self, limit: u64) {
+    pub(crate) async fn drain(&mut self, limit: u64) {
         let mut buf = vec![0u8; 16 * 1024];
         let mut left = limit;
         while left > 0 {
@@ -313,14 +318,14 @@ impl Incoming {
 }
 
 /// A whole request body from [`Incoming::read_all_later`].
-pub enum Whole {
+pub(crate) enum Whole {
     Undecoded(Undecoded),
     Decoded(Vec<u8>),
 }
 
 impl Whole {
     /// The body's bytes, decoded if need be. Blocking.
-    pub fn bytes(self) -> Result<Vec<u8>, BodyError> {
+    pub(crate) fn bytes(self) -> Result<Vec<u8>, BodyError> {
         match self {
             Whole::Decoded(data) => Ok(data),
             Whole::Undecoded(body) => body.decode(),
@@ -329,7 +334,7 @@ impl Whole {
 }
 
 /// A small body as it came, and the memory it holds.
-pub struct Undecoded {
+pub(crate) struct Undecoded {
     bytes: Vec<u8>,
     /// Held, not read: released when the body goes.
     _charge: Charge,

@@ -23,7 +23,7 @@ enum Refused {
 
 /// What the client shows when the server has no room left. Shared with
 /// `meta`, which says it before a sync starts.
-pub const DISK_FULL: &str = "The server's disk is full. Nothing was changed on the server. \
+pub(crate) const DISK_FULL: &str = "The server's disk is full. Nothing was changed on the server. \
      Free some space on it (for example `sudo leitner snapshot list` shows what old \
      snapshots take), then sync again.";
 
@@ -77,7 +77,7 @@ async fn receive(
 /// collection in its `data` part, gzipped (as these clients send it) or
 /// not, into a temp file in `dir`; its fields (the host key among them come
 /// after the file) in memory. `limit` caps the form and the file alike.
-pub async fn receive_form(
+pub(crate) async fn receive_form(
     dir: std::path::PathBuf,
     body: &mut Incoming,
     content_type: &str,
@@ -129,7 +129,7 @@ where
     Err(refused)
 }
 
-pub async fn upload(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
+pub(crate) async fn upload(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
     let zstd = call.zstd();
     let limit = call.service.collection_limit();
     let dir = account.dir.clone();
@@ -229,7 +229,7 @@ async fn refuse_upload(account: &Account, refused: Refused, zstd: bool) -> Respo
     reply_text(refused.message(), zstd).await
 }
 
-pub async fn download(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
+pub(crate) async fn download(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
     let zstd = call.zstd();
     if !zstd {
         return download_schema11(account).await;

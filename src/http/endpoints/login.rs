@@ -22,7 +22,7 @@ struct HostKey {
     key: String,
 }
 
-pub async fn host_key(call: &mut Call, line: &mut RequestLine) -> Outcome<Response> {
+pub(crate) async fn host_key(call: &mut Call, line: &mut RequestLine) -> Outcome<Response> {
     let login: Login = call.json().await?;
     let service = call.service.clone();
     let stopping = async {

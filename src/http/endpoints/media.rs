@@ -33,7 +33,7 @@ fn wrapped<T>(data: T) -> Wrapped<T> {
 /// The media usn for `/sync/meta` and `begin`: 0 for a user who never synced
 /// media, without creating anything for them. Does not wait for a media
 /// request in progress once the usn is known.
-pub async fn current_usn(account: &Arc<Account>) -> Outcome<i64> {
+pub(crate) async fn current_usn(account: &Arc<Account>) -> Outcome<i64> {
     let known = account.media_usn.load(Ordering::Acquire);
     if known >= 0 {
         return Ok(known);
@@ -54,7 +54,7 @@ pub async fn current_usn(account: &Arc<Account>) -> Outcome<i64> {
 /// `begin`: the media usn, and the host key as a media "session key" that
 /// legacy clients echo back. Also answers the pre-v11 `GET ?k=..&v=..` form,
 /// whose client version the router passes in `query_version`.
-pub async fn begin(
+pub(crate) async fn begin(
     call: &mut Call,
     account: &Arc<Account>,
     query_version: Option<String>,
@@ -89,7 +89,7 @@ pub async fn begin(
     .await
 }
 
-pub async fn changes(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
+pub(crate) async fn changes(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Request {
@@ -112,7 +112,7 @@ pub async fn changes(call: &mut Call, account: &Arc<Account>) -> Outcome<Respons
     .await
 }
 
-pub async fn sanity(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
+pub(crate) async fn sanity(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
     #[derive(Deserialize)]
     struct Request {
         local: i64,
@@ -136,7 +136,7 @@ pub async fn sanity(call: &mut Call, account: &Arc<Account>) -> Outcome<Response
     .await
 }
 
-pub async fn upload_changes(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
+pub(crate) async fn upload_changes(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
     let zstd = call.zstd();
     let limit = call.body_limit();
     let mut body = call.take_body();
@@ -180,7 +180,7 @@ pub async fn upload_changes(call: &mut Call, account: &Arc<Account>) -> Outcome<
     .await
 }
 
-pub async fn download_files(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
+pub(crate) async fn download_files(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
     #[derive(Deserialize)]
     struct Request {
         files: Vec<String>,

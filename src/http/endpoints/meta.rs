@@ -36,7 +36,7 @@ struct Meta {
     media_usn: i64,
 }
 
-pub async fn meta(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
+pub(crate) async fn meta(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
     let body = call.json_later::<MetaRequest>().await?;
     // Known after the first request (kept by the account); read before the
     // hop so that the request takes one.

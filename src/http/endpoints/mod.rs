@@ -25,37 +25,37 @@ use crate::http::route::{self, Endpoint, MediaMethod, Refusal, SyncMethod};
 use crate::service::Service;
 
 /// One sync request being answered.
-pub struct Call {
-    pub service: Arc<Service>,
-    pub header: SyncHeader,
+pub(crate) struct Call {
+    pub(crate) service: Arc<Service>,
+    pub(crate) header: SyncHeader,
     /// Who sent it (the TCP peer, or the client a trusted proxy names), for
     /// login throttling.
-    pub peer: Option<IpAddr>,
+    pub(crate) peer: Option<IpAddr>,
     body: Option<Incoming>,
     /// The endpoint's body limit (see [`Endpoint::body_limit`]).
     limit: u64,
     /// An old client's upload, received before its host key was read.
-    pub legacy_upload: Option<crate::storage::collection::upload::Received>,
+    pub(crate) legacy_upload: Option<crate::storage::collection::upload::Received>,
 }
 
 impl Call {
-    pub fn zstd(&self) -> bool {
+    pub(crate) fn zstd(&self) -> bool {
         self.header.zstd()
     }
 
-    pub fn body_limit(&self) -> u64 {
+    pub(crate) fn body_limit(&self) -> u64 {
         self.limit
     }
 
     /// The request body, once, for streaming it somewhere.
-    pub fn take_body(&mut self) -> Incoming {
+    pub(crate) fn take_body(&mut self) -> Incoming {
         self.body.take().expect("body taken once")
     }
 
     /// The JSON body, read now and parsed by [`Later::parse`] in the
     /// blocking-pool hop of the work it is for: a small request then takes
     /// one hop in all, not two.
-    pub async fn json_later<T: DeserializeOwned>(&mut self) -> Outcome<Later<T>> {
+    pub(crate) async fn json_later<T: DeserializeOwned>(&mut self) -> Outcome<Later<T>> {
         let mut body = self.take_body();
         let whole = body.read_all_later(self.zstd(), self.limit).await?;
         Ok(Later {
@@ -67,7 +67,7 @@ impl Call {
     /// The JSON body: read as it arrives, decoded and parsed on the blocking
     /// pool (in one hop when it came in one batch), within the endpoint's
     /// limit and the memory budget.
-    pub async fn json<T: DeserializeOwned + Send + 'static>(&mut self) -> Outcome<T> {
+    pub(crate) async fn json<T: DeserializeOwned + Send + 'static>(&mut self) -> Outcome<T> {
         let mut body = self.take_body();
         body.read_all_then(self.zstd(), self.limit, |bytes| {
             serde_json::from_slice(&bytes)
@@ -78,14 +78,14 @@ impl Call {
 }
 
 /// A JSON body read but not yet parsed (see [`Call::json_later`]).
-pub struct Later<T> {
+pub(crate) struct Later<T> {
     whole: crate::http::body::Whole,
     wanted: std::marker::PhantomData<fn() -> T>,
 }
 
 impl<T: DeserializeOwned> Later<T> {
     /// Decodes and parses the body. Blocking.
-    pub fn parse(self) -> Outcome<T> {
+    pub(crate) fn parse(self) -> Outcome<T> {
         let bytes = self.whole.bytes()?;
         serde_json::from_slice(&bytes)
             .map_err(|e| Failure::bad_request(format!("bad request JSON: {e}")))
@@ -135,7 +135,11 @@ fn gunzip(data: &[u8], limit: u64, charge: &mut crate::ground::budget::Charge) -
 
 /// Answers one request. Never fails: every problem becomes a status code.
 /// What the answer did not need of the body stays in `req`.
-pub async fn handle(service: Arc<Service>, req: &mut Request, peer: Option<IpAddr>) -> Response {
+pub(crate) async fn handle(
+    service: Arc<Service>,
+    req: &mut Request,
+    peer: Option<IpAddr>,
+) -> Response {
     let activity = service.activity.begin();
     let mut line = RequestLine {
         from: peer,
@@ -350,7 +354,10 @@ async fn answer(
 }
 
 /// A reply whose encoding (zstd) happens on the blocking pool.
-pub async fn reply_json<T: serde::Serialize + Send + 'static>(value: T, zstd: bool) -> Response {
+pub(crate) async fn reply_json<T: serde::Serialize + Send + 'static>(
+    value: T,
+    zstd: bool,
+) -> Response {
     blocking(move || framing::reply_json(&value, zstd)).await
 }
 
@@ -359,7 +366,7 @@ pub async fn reply_json<T: serde::Serialize + Send + 'static>(value: T, zstd: bo
 const STREAM_CHUNK: usize = 64 * 1024;
 
 /// A response body read from a blocking reader on the blocking pool.
-pub fn stream_body(reader: impl std::io::Read + Send + 'static) -> Body {
+pub(crate) fn stream_body(reader: impl std::io::Read + Send + 'static) -> Body {
     Body::from_reader(
         // Large hand-offs: each read becomes one HTTP chunk and one thread switch.
         smol::io::BufReader::with_capacity(

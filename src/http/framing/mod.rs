@@ -14,28 +14,28 @@ use serde::{Deserialize, Serialize};
 use crate::ground::memory::Spares;
 use crate::http::error::Failure;
 
-pub const SYNC_HEADER: &str = "anki-sync";
-pub const ORIGINAL_SIZE: &str = "anki-original-size";
+pub(crate) const SYNC_HEADER: &str = "anki-sync";
+pub(crate) const ORIGINAL_SIZE: &str = "anki-original-size";
 
 /// Oldest and newest protocol versions we answer.
-pub const MIN_VERSION: u8 = 8;
-pub const MAX_VERSION: u8 = 11;
+pub(crate) const MIN_VERSION: u8 = 8;
+pub(crate) const MAX_VERSION: u8 = 11;
 
 /// The `anki-sync` header: `{"v":11,"k":"<host key>","c":"<client>","s":"<session>"}`.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-pub struct SyncHeader {
+pub(crate) struct SyncHeader {
     #[serde(rename = "v")]
-    pub version: u8,
+    pub(crate) version: u8,
     #[serde(rename = "k")]
-    pub host_key: String,
+    pub(crate) host_key: String,
     #[serde(rename = "c")]
-    pub client: String,
+    pub(crate) client: String,
     #[serde(rename = "s")]
-    pub session: String,
+    pub(crate) session: String,
 }
 
 impl SyncHeader {
-    pub fn parse(value: Option<&str>) -> Result<SyncHeader, Failure> {
+    pub(crate) fn parse(value: Option<&str>) -> Result<SyncHeader, Failure> {
         let value = value.ok_or_else(|| {
             Failure::bad_request("missing anki-sync header (and not a legacy multipart form)")
         })?;
@@ -53,7 +53,7 @@ impl SyncHeader {
     /// A legacy client's form fields: `k` (or `sk`, media requests after
     /// `begin`) the host key, `s` the session, `v` the client. Legacy forms
     /// do not say their version; they are all answered as version 10.
-    pub fn from_form(fields: &multipart::Fields) -> SyncHeader {
+    pub(crate) fn from_form(fields: &multipart::Fields) -> SyncHeader {
         let field = |name| fields.get(name).unwrap_or_default().to_owned();
         let host_key = fields.get("k").or(fields.get("sk")).unwrap_or_default();
         SyncHeader {
@@ -65,7 +65,7 @@ impl SyncHeader {
     }
 
     /// A pre-v11 request that names its user in the query string: plain bodies.
-    pub fn legacy(host_key: String, client: String) -> SyncHeader {
+    pub(crate) fn legacy(host_key: String, client: String) -> SyncHeader {
         SyncHeader {
             version: 10,
             host_key,
@@ -75,7 +75,7 @@ impl SyncHeader {
     }
 
     /// Version 11 compresses both bodies with zstd; 8 to 10 send them plain.
-    pub fn zstd(&self) -> bool {
+    pub(crate) fn zstd(&self) -> bool {
         self.version >= 11
     }
 }
@@ -83,7 +83,7 @@ impl SyncHeader {
 /// A 200 carrying `payload`, compressed (and its size said) when the
 /// client speaks zstd.
 /// Compression is CPU work: call this on the blocking pool.
-pub fn reply(payload: &[u8], zstd: bool) -> Response {
+pub(crate) fn reply(payload: &[u8], zstd: bool) -> Response {
     let mut res = Response::new(StatusCode::Ok);
     // Legacy replies are plain and carry no size header.
     if zstd {
@@ -102,7 +102,7 @@ static COMPRESSORS: Spares<zstd::bulk::Compressor<'static>> = Spares::new(2);
 const KEEP_COMPRESSOR_UP_TO: usize = 64 * 1024;
 
 /// A response body as it goes on the wire: zstd-compressed for v11 clients.
-pub fn encode(payload: &[u8], zstd: bool) -> Vec<u8> {
+pub(crate) fn encode(payload: &[u8], zstd: bool) -> Vec<u8> {
     if !zstd {
         return payload.to_vec();
     }
@@ -127,7 +127,7 @@ pub(crate) fn release_spares() {
 
 /// A 200 whose head goes out now and whose (encoded) body arrives on
 /// `body` later. async-h1 writes the head before it first polls the body.
-pub fn reply_later(body: smol::channel::Receiver<Vec<u8>>, original_size: u64) -> Response {
+pub(crate) fn reply_later(body: smol::channel::Receiver<Vec<u8>>, original_size: u64) -> Response {
     let later = Later {
         body: Box::pin(body),
         ready: None,
@@ -167,7 +167,7 @@ impl smol::io::AsyncRead for Later {
 /// A response body read from `R`: zstd-compressed for v11 clients, plain
 /// otherwise; keeps `hold` (a lock, typically) alive until dropped. Blocking:
 /// wrap it for the reactor with `smol::Unblock`.
-pub struct Encoded<R: Read, H> {
+pub(crate) struct Encoded<R: Read, H> {
     inner: EncodedInner<R>,
     _hold: H,
 }
@@ -178,7 +178,7 @@ enum EncodedInner<R: Read> {
 }
 
 impl<R: Read, H> Encoded<R, H> {
-    pub fn new(reader: R, zstd: bool, hold: H) -> io::Result<Encoded<R, H>> {
+    pub(crate) fn new(reader: R, zstd: bool, hold: H) -> io::Result<Encoded<R, H>> {
         let inner = if zstd {
             // Level 1: the Pi's CPU, not the LAN, is the bottleneck; a
             // collection still shrinks several times over.
@@ -206,22 +206,22 @@ impl<R: Read, H> Read for Encoded<R, H> {
 
 /// [`reply`] with a JSON payload.
 /// A reply's JSON, already written.
-pub struct Json(pub Vec<u8>);
+pub(crate) struct Json(pub Vec<u8>);
 
 impl Json {
-    pub fn of(value: &impl Serialize) -> Json {
+    pub(crate) fn of(value: &impl Serialize) -> Json {
         Json(serde_json::to_vec(value).expect("serialising plain data"))
     }
 }
 
-pub fn reply_json(value: &impl Serialize, zstd: bool) -> Response {
+pub(crate) fn reply_json(value: &impl Serialize, zstd: bool) -> Response {
     let payload = serde_json::to_vec(value).expect("serialising plain data");
     reply(&payload, zstd)
 }
 
 /// A 200 whose (already compressed) body is streamed; `original_size` is the
 /// length before compression.
-pub fn reply_stream(body: Body, original_size: u64) -> Response {
+pub(crate) fn reply_stream(body: Body, original_size: u64) -> Response {
     let mut res = Response::new(StatusCode::Ok);
     res.insert_header(ORIGINAL_SIZE, original_size.to_string());
     res.set_body(body);
@@ -230,7 +230,7 @@ pub fn reply_stream(body: Body, original_size: u64) -> Response {
 
 /// An error: the bare status with a one-line explanation. Clients look only at
 /// the status; the text is for people with curl and for the log.
-pub fn refuse(failure: &Failure) -> Response {
+pub(crate) fn refuse(failure: &Failure) -> Response {
     let mut res = Response::new(failure.status);
     res.set_body(Body::from_string(format!("{}\n", failure.message)));
     res.set_content_type(http_types::mime::PLAIN);

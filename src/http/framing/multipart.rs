@@ -18,7 +18,7 @@ const MAX_PARTS: usize = 16;
 
 /// Why a form body was refused.
 #[derive(Debug, PartialEq, Eq)]
-pub enum FormError {
+pub(crate) enum FormError {
     /// No boundary in the `content-type` header.
     NoBoundary,
     /// The body is not the form it claims to be (the message says how).
@@ -54,7 +54,7 @@ enum State {
 }
 
 /// A form being read.
-pub struct Form {
+pub(crate) struct Form {
     /// `\r\n--<boundary>`: what ends every part.
     delimiter: Vec<u8>,
     state: State,
@@ -71,15 +71,15 @@ pub struct Form {
 
 /// What a finished form held besides `data`.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Fields {
-    pub fields: Vec<(String, String)>,
+pub(crate) struct Fields {
+    pub(crate) fields: Vec<(String, String)>,
     /// Whether the form had a `data` part (AnkiDroid leaves it out of an
     /// empty request).
-    pub data: bool,
+    pub(crate) data: bool,
 }
 
 impl Fields {
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.fields
             .iter()
             .find(|(n, _)| n == name)
@@ -89,7 +89,7 @@ impl Fields {
 
 impl Form {
     /// Reads the boundary from a `content-type` header value.
-    pub fn new(content_type: &str) -> Result<Form, FormError> {
+    pub(crate) fn new(content_type: &str) -> Result<Form, FormError> {
         let boundary = content_type
             .split(';')
             .skip(1)
@@ -114,7 +114,7 @@ impl Form {
     }
 
     /// Reads more of the body; the `data` part's content goes to `data`.
-    pub fn feed(&mut self, input: &[u8], data: &mut impl Write) -> io::Result<()> {
+    pub(crate) fn feed(&mut self, input: &[u8], data: &mut impl Write) -> io::Result<()> {
         let mut buf = std::mem::take(&mut self.held);
         buf.extend_from_slice(input);
         let mut at = 0;
@@ -192,7 +192,7 @@ impl Form {
     }
 
     /// The fields, once the closing boundary was read.
-    pub fn finish(self) -> Result<Fields, FormError> {
+    pub(crate) fn finish(self) -> Result<Fields, FormError> {
         if self.state != State::Done {
             return Err(FormError::Truncated);
         }

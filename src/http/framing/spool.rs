@@ -9,7 +9,7 @@ use super::multipart::{Fields, Form};
 
 /// Why a spool's write failed, carried inside the `io::Error`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SpoolError {
+pub(crate) enum SpoolError {
     /// The file grew past the limit.
     TooLarge { limit: u64 },
     /// The form or its gzip is broken.
@@ -29,7 +29,7 @@ impl std::error::Error for SpoolError {}
 
 impl SpoolError {
     /// The spool's own reason inside `e`, if it is one.
-    pub fn of(e: &io::Error) -> Option<SpoolError> {
+    pub(crate) fn of(e: &io::Error) -> Option<SpoolError> {
         if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<SpoolError>()) {
             return Some(*inner);
         }
@@ -44,14 +44,14 @@ impl SpoolError {
 }
 
 /// The form parser, writing the `data` part through [`Gunzip`] into `W`.
-pub struct Spool<W: Write> {
+pub(crate) struct Spool<W: Write> {
     form: Form,
     data: Gunzip<W>,
 }
 
 impl<W: Write> Spool<W> {
     /// Writes the data part into `out`, at most `limit` bytes of it.
-    pub fn new(form: Form, out: W, limit: u64) -> Spool<W> {
+    pub(crate) fn new(form: Form, out: W, limit: u64) -> Spool<W> {
         Spool {
             form,
             data: Gunzip::new(Capped {
@@ -63,7 +63,7 @@ impl<W: Write> Spool<W> {
     }
 
     /// The form's fields and the writer, once the whole form has come.
-    pub fn finish(self) -> io::Result<(Fields, W)> {
+    pub(crate) fn finish(self) -> io::Result<(Fields, W)> {
         let damaged = |e: &dyn std::fmt::Display| {
             io::Error::new(
                 io::ErrorKind::InvalidData,

@@ -17,9 +17,9 @@ use rusqlite::{Connection, OpenFlags};
 use super::StoreError;
 
 /// The collection file as of one moment, and what keeps it so.
-pub struct Pinned {
-    pub file: File,
-    pub len: u64,
+pub(crate) struct Pinned {
+    pub(crate) file: File,
+    pub(crate) len: u64,
     /// A read transaction; dropping it lets checkpoints go on.
     _reader: Connection,
 }
@@ -27,7 +27,7 @@ pub struct Pinned {
 /// Makes the main file complete (WAL folded in through `conn`, the only
 /// connection that writes it), pins it and opens it. Fails with SQLite's
 /// "busy" while another download pins an older state. Blocking.
-pub fn open(conn: &Connection, account_dir: &Path) -> Result<Pinned, StoreError> {
+pub(crate) fn open(conn: &Connection, account_dir: &Path) -> Result<Pinned, StoreError> {
     super::checkpoint(conn)?;
     let path = account_dir.join(super::FILE_NAME);
     let reader = Connection::open_with_flags(
@@ -46,7 +46,7 @@ pub fn open(conn: &Connection, account_dir: &Path) -> Result<Pinned, StoreError>
 }
 
 /// Whether `open` failed only because another download pins the file.
-pub fn is_busy(e: &StoreError) -> bool {
+pub(crate) fn is_busy(e: &StoreError) -> bool {
     matches!(e, StoreError::Sql(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy))
 }
 

@@ -38,9 +38,10 @@ const GRAVES11: &str = "
 ";
 
 /// A schema-11 copy of a collection, open for reading; it has no name.
-pub struct Downgraded {
-    pub file: File,
-    pub len: u64,
+pub(crate) struct Downgraded {
+    pub(crate) file: File,
+    #[cfg_attr(not(test), allow(dead_code))] // read by the tests only
+    pub(crate) len: u64,
 }
 
 impl std::io::Read for Downgraded {
@@ -51,7 +52,7 @@ impl std::io::Read for Downgraded {
 
 /// Copies the collection open on `conn` (no transaction open) into a temp
 /// file in `dir` and converts the copy to schema 11. Blocking.
-pub fn downgraded_copy(conn: &Connection, dir: &Path) -> Result<Downgraded, StoreError> {
+pub(crate) fn downgraded_copy(conn: &Connection, dir: &Path) -> Result<Downgraded, StoreError> {
     let temp = durable::temp_path(dir, "schema11");
     let made = (|| {
         let path = temp.to_str().ok_or_else(|| {
@@ -113,7 +114,7 @@ fn downgrade(conn: &Connection) -> Result<(), StoreError> {
 /// `conn` and checked for triggers and views) to schema 18, in one
 /// transaction; a schema-18 one is left alone. Errors are the text the
 /// client shows. Blocking.
-pub fn upgrade(conn: &Connection) -> Result<(), String> {
+pub(crate) fn upgrade(conn: &Connection) -> Result<(), String> {
     let ver: i64 = conn
         .query_row("SELECT ver FROM col", [], |r| r.get(0))
         .map_err(|e| e.to_string())?;

@@ -20,17 +20,17 @@ use unicase::UniCase;
 
 use crate::ground::durable;
 
-pub const FILE_NAME: &str = "collection.anki2";
+pub(crate) const FILE_NAME: &str = "collection.anki2";
 
 /// Registers the `unicase` collation that several columns declare. It must
 /// order exactly like the `unicase` crate, which Anki uses: an index built
 /// with any other order looks corrupt to the client's integrity check.
-pub fn register_unicase(conn: &Connection) -> rusqlite::Result<()> {
+pub(crate) fn register_unicase(conn: &Connection) -> rusqlite::Result<()> {
     conn.create_collation("unicase", |a, b| UniCase::new(a).cmp(&UniCase::new(b)))
 }
 
 /// Opens an existing collection file for this server's use.
-pub fn open(path: &Path) -> rusqlite::Result<Connection> {
+pub(crate) fn open(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -151,7 +151,7 @@ pub fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
 
 /// SQLite's full integrity check of a collection file, read beside the
 /// server: `None` when all is well, else the first problems. Blocking.
-pub fn integrity(path: &Path) -> Result<Option<String>, StoreError> {
+pub(crate) fn integrity(path: &Path) -> Result<Option<String>, StoreError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -167,24 +167,24 @@ pub fn integrity(path: &Path) -> Result<Option<String>, StoreError> {
 
 /// What `/sync/meta` reports about a collection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Status {
+pub(crate) struct Status {
     /// `col.mod`, ms
-    pub modified: i64,
+    pub(crate) modified: i64,
     /// `col.scm`, ms
-    pub schema_modified: i64,
+    pub(crate) schema_modified: i64,
     /// `col.usn`: the usn the next sync will stamp on what it changes
-    pub usn: i32,
+    pub(crate) usn: i32,
     /// no cards at all
-    pub empty: bool,
+    pub(crate) empty: bool,
     /// `schedVer` 2 or later (the v2 and v3 schedulers): clients before
     /// sync version 9 cannot take it.
-    pub sched_v2: bool,
+    pub(crate) sched_v2: bool,
     /// A `creationOffset` is set (the new timezone handling): clients
     /// before sync version 10 cannot take it.
-    pub creation_offset: bool,
+    pub(crate) creation_offset: bool,
 }
 
-pub fn status(conn: &Connection) -> rusqlite::Result<Status> {
+pub(crate) fn status(conn: &Connection) -> rusqlite::Result<Status> {
     let (modified, schema_modified, usn) =
         conn.query_row("SELECT mod, scm, usn FROM col WHERE id = 1", [], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))

@@ -9,127 +9,126 @@ use prost::Message;
 
 /// `notetypes.config`
 #[derive(Clone, PartialEq, Message)]
-pub struct NotetypeConfig {
+pub(crate) struct NotetypeConfig {
     #[prost(int32, tag = "1")]
-    pub kind: i32,
+    pub(crate) kind: i32,
     #[prost(uint32, tag = "2")]
-    pub sort_field_idx: u32,
+    pub(crate) sort_field_idx: u32,
     #[prost(string, tag = "3")]
-    pub css: String,
+    pub(crate) css: String,
     #[prost(int64, tag = "4")]
-    pub target_deck_id_unused: i64,
+    pub(crate) target_deck_id_unused: i64,
     #[prost(string, tag = "5")]
-    pub latex_pre: String,
+    pub(crate) latex_pre: String,
     #[prost(string, tag = "6")]
-    pub latex_post: String,
+    pub(crate) latex_post: String,
     #[prost(bool, tag = "7")]
-    pub latex_svg: bool,
+    pub(crate) latex_svg: bool,
     #[prost(message, repeated, tag = "8")]
-    pub reqs: Vec<CardRequirement>,
+    pub(crate) reqs: Vec<CardRequirement>,
     #[prost(int32, tag = "9")]
-    pub original_stock_kind: i32,
+    pub(crate) original_stock_kind: i32,
     #[prost(int64, optional, tag = "10")]
-    pub original_id: Option<i64>,
+    pub(crate) original_id: Option<i64>,
     #[prost(bytes = "vec", tag = "255")]
-    pub other: Vec<u8>,
+    pub(crate) other: Vec<u8>,
 }
 
-pub const NOTETYPE_NORMAL: i32 = 0;
-pub const NOTETYPE_CLOZE: i32 = 1;
+pub(crate) const NOTETYPE_NORMAL: i32 = 0;
 
 #[derive(Clone, PartialEq, Message)]
-pub struct CardRequirement {
+pub(crate) struct CardRequirement {
     #[prost(uint32, tag = "1")]
-    pub card_ord: u32,
+    pub(crate) card_ord: u32,
     /// 0 none, 1 any, 2 all
     #[prost(int32, tag = "2")]
-    pub kind: i32,
+    pub(crate) kind: i32,
     #[prost(uint32, repeated, tag = "3")]
-    pub field_ords: Vec<u32>,
+    pub(crate) field_ords: Vec<u32>,
 }
 
 /// `fields.config`
 #[derive(Clone, PartialEq, Message)]
-pub struct FieldConfig {
+pub(crate) struct FieldConfig {
     #[prost(bool, tag = "1")]
-    pub sticky: bool,
+    pub(crate) sticky: bool,
     #[prost(bool, tag = "2")]
-    pub rtl: bool,
+    pub(crate) rtl: bool,
     #[prost(string, tag = "3")]
-    pub font_name: String,
+    pub(crate) font_name: String,
     #[prost(uint32, tag = "4")]
-    pub font_size: u32,
+    pub(crate) font_size: u32,
     #[prost(string, tag = "5")]
-    pub description: String,
+    pub(crate) description: String,
     #[prost(bool, tag = "6")]
-    pub plain_text: bool,
+    pub(crate) plain_text: bool,
     #[prost(bool, tag = "7")]
-    pub collapsed: bool,
+    pub(crate) collapsed: bool,
     #[prost(bool, tag = "8")]
-    pub exclude_from_search: bool,
+    pub(crate) exclude_from_search: bool,
     #[prost(int64, optional, tag = "9")]
-    pub id: Option<i64>,
+    pub(crate) id: Option<i64>,
     #[prost(uint32, optional, tag = "10")]
-    pub tag: Option<u32>,
+    pub(crate) tag: Option<u32>,
     #[prost(bool, tag = "11")]
-    pub prevent_deletion: bool,
+    pub(crate) prevent_deletion: bool,
     #[prost(bytes = "vec", tag = "255")]
-    pub other: Vec<u8>,
+    pub(crate) other: Vec<u8>,
 }
 
 /// `templates.config`
 #[derive(Clone, PartialEq, Message)]
-pub struct TemplateConfig {
+pub(crate) struct TemplateConfig {
     #[prost(string, tag = "1")]
-    pub q_format: String,
+    pub(crate) q_format: String,
     #[prost(string, tag = "2")]
-    pub a_format: String,
+    pub(crate) a_format: String,
     #[prost(string, tag = "3")]
-    pub q_format_browser: String,
+    pub(crate) q_format_browser: String,
     #[prost(string, tag = "4")]
-    pub a_format_browser: String,
+    pub(crate) a_format_browser: String,
     #[prost(int64, tag = "5")]
-    pub target_deck_id: i64,
+    pub(crate) target_deck_id: i64,
     #[prost(string, tag = "6")]
-    pub browser_font_name: String,
+    pub(crate) browser_font_name: String,
     #[prost(uint32, tag = "7")]
-    pub browser_font_size: u32,
+    pub(crate) browser_font_size: u32,
     #[prost(int64, optional, tag = "8")]
-    pub id: Option<i64>,
+    pub(crate) id: Option<i64>,
     #[prost(bytes = "vec", tag = "255")]
-    pub other: Vec<u8>,
+    pub(crate) other: Vec<u8>,
 }
 
 /// `decks.common`
 #[derive(Clone, PartialEq, Message)]
-pub struct DeckCommon {
+pub(crate) struct DeckCommon {
     #[prost(bool, tag = "1")]
-    pub study_collapsed: bool,
+    pub(crate) study_collapsed: bool,
     #[prost(bool, tag = "2")]
-    pub browser_collapsed: bool,
+    pub(crate) browser_collapsed: bool,
     #[prost(uint32, tag = "3")]
-    pub last_day_studied: u32,
+    pub(crate) last_day_studied: u32,
     #[prost(int32, tag = "4")]
-    pub new_studied: i32,
+    pub(crate) new_studied: i32,
     #[prost(int32, tag = "5")]
-    pub review_studied: i32,
+    pub(crate) review_studied: i32,
     #[prost(int32, tag = "7")]
-    pub milliseconds_studied: i32,
+    pub(crate) milliseconds_studied: i32,
     #[prost(int32, tag = "6")]
-    pub learning_studied: i32,
+    pub(crate) learning_studied: i32,
     #[prost(bytes = "vec", tag = "255")]
-    pub other: Vec<u8>,
+    pub(crate) other: Vec<u8>,
 }
 
 /// `decks.kind`
 #[derive(Clone, PartialEq, Message)]
-pub struct DeckKindContainer {
+pub(crate) struct DeckKindContainer {
     #[prost(oneof = "DeckKind", tags = "1, 2")]
-    pub kind: Option<DeckKind>,
+    pub(crate) kind: Option<DeckKind>,
 }
 
 #[derive(Clone, PartialEq, prost::Oneof)]
-pub enum DeckKind {
+pub(crate) enum DeckKind {
     #[prost(message, tag = "1")]
     Normal(NormalDeck),
     #[prost(message, tag = "2")]
@@ -137,163 +136,163 @@ pub enum DeckKind {
 }
 
 #[derive(Clone, PartialEq, Message)]
-pub struct NormalDeck {
+pub(crate) struct NormalDeck {
     #[prost(int64, tag = "1")]
-    pub config_id: i64,
+    pub(crate) config_id: i64,
     #[prost(uint32, tag = "2")]
-    pub extend_new: u32,
+    pub(crate) extend_new: u32,
     #[prost(uint32, tag = "3")]
-    pub extend_review: u32,
+    pub(crate) extend_review: u32,
     #[prost(string, tag = "4")]
-    pub description: String,
+    pub(crate) description: String,
     #[prost(bool, tag = "5")]
-    pub markdown_description: bool,
+    pub(crate) markdown_description: bool,
     #[prost(uint32, optional, tag = "6")]
-    pub review_limit: Option<u32>,
+    pub(crate) review_limit: Option<u32>,
     #[prost(uint32, optional, tag = "7")]
-    pub new_limit: Option<u32>,
+    pub(crate) new_limit: Option<u32>,
     #[prost(message, optional, tag = "8")]
-    pub review_limit_today: Option<DayLimit>,
+    pub(crate) review_limit_today: Option<DayLimit>,
     #[prost(message, optional, tag = "9")]
-    pub new_limit_today: Option<DayLimit>,
+    pub(crate) new_limit_today: Option<DayLimit>,
     #[prost(float, optional, tag = "10")]
-    pub desired_retention: Option<f32>,
+    pub(crate) desired_retention: Option<f32>,
 }
 
 #[derive(Clone, PartialEq, Message)]
-pub struct DayLimit {
+pub(crate) struct DayLimit {
     #[prost(uint32, tag = "1")]
-    pub limit: u32,
+    pub(crate) limit: u32,
     #[prost(uint32, tag = "2")]
-    pub today: u32,
+    pub(crate) today: u32,
 }
 
 #[derive(Clone, PartialEq, Message)]
-pub struct FilteredDeck {
+pub(crate) struct FilteredDeck {
     #[prost(bool, tag = "1")]
-    pub reschedule: bool,
+    pub(crate) reschedule: bool,
     #[prost(message, repeated, tag = "2")]
-    pub search_terms: Vec<SearchTerm>,
+    pub(crate) search_terms: Vec<SearchTerm>,
     #[prost(float, repeated, tag = "3")]
-    pub delays: Vec<f32>,
+    pub(crate) delays: Vec<f32>,
     #[prost(uint32, tag = "4")]
-    pub preview_delay: u32,
+    pub(crate) preview_delay: u32,
     #[prost(uint32, tag = "7")]
-    pub preview_again_secs: u32,
+    pub(crate) preview_again_secs: u32,
     #[prost(uint32, tag = "5")]
-    pub preview_hard_secs: u32,
+    pub(crate) preview_hard_secs: u32,
     #[prost(uint32, tag = "6")]
-    pub preview_good_secs: u32,
+    pub(crate) preview_good_secs: u32,
 }
 
 #[derive(Clone, PartialEq, Message)]
-pub struct SearchTerm {
+pub(crate) struct SearchTerm {
     #[prost(string, tag = "1")]
-    pub search: String,
+    pub(crate) search: String,
     #[prost(uint32, tag = "2")]
-    pub limit: u32,
+    pub(crate) limit: u32,
     #[prost(int32, tag = "3")]
-    pub order: i32,
+    pub(crate) order: i32,
 }
 
 /// `deck_config.config`
 #[derive(Clone, PartialEq, Message)]
-pub struct DeckConfigConfig {
+pub(crate) struct DeckConfigConfig {
     #[prost(float, repeated, tag = "1")]
-    pub learn_steps: Vec<f32>,
+    pub(crate) learn_steps: Vec<f32>,
     #[prost(float, repeated, tag = "2")]
-    pub relearn_steps: Vec<f32>,
+    pub(crate) relearn_steps: Vec<f32>,
     #[prost(float, repeated, tag = "3")]
-    pub fsrs_params_4: Vec<f32>,
+    pub(crate) fsrs_params_4: Vec<f32>,
     #[prost(float, repeated, tag = "4")]
-    pub easy_days_percentages: Vec<f32>,
+    pub(crate) easy_days_percentages: Vec<f32>,
     #[prost(float, repeated, tag = "5")]
-    pub fsrs_params_5: Vec<f32>,
+    pub(crate) fsrs_params_5: Vec<f32>,
     #[prost(float, repeated, tag = "6")]
-    pub fsrs_params_6: Vec<f32>,
+    pub(crate) fsrs_params_6: Vec<f32>,
     #[prost(uint32, tag = "9")]
-    pub new_per_day: u32,
+    pub(crate) new_per_day: u32,
     #[prost(uint32, tag = "10")]
-    pub reviews_per_day: u32,
+    pub(crate) reviews_per_day: u32,
     #[prost(float, tag = "11")]
-    pub initial_ease: f32,
+    pub(crate) initial_ease: f32,
     #[prost(float, tag = "12")]
-    pub easy_multiplier: f32,
+    pub(crate) easy_multiplier: f32,
     #[prost(float, tag = "13")]
-    pub hard_multiplier: f32,
+    pub(crate) hard_multiplier: f32,
     #[prost(float, tag = "14")]
-    pub lapse_multiplier: f32,
+    pub(crate) lapse_multiplier: f32,
     #[prost(float, tag = "15")]
-    pub interval_multiplier: f32,
+    pub(crate) interval_multiplier: f32,
     #[prost(uint32, tag = "16")]
-    pub maximum_review_interval: u32,
+    pub(crate) maximum_review_interval: u32,
     #[prost(uint32, tag = "17")]
-    pub minimum_lapse_interval: u32,
+    pub(crate) minimum_lapse_interval: u32,
     #[prost(uint32, tag = "18")]
-    pub graduating_interval_good: u32,
+    pub(crate) graduating_interval_good: u32,
     #[prost(uint32, tag = "19")]
-    pub graduating_interval_easy: u32,
+    pub(crate) graduating_interval_easy: u32,
     #[prost(int32, tag = "20")]
-    pub new_card_insert_order: i32,
+    pub(crate) new_card_insert_order: i32,
     #[prost(int32, tag = "21")]
-    pub leech_action: i32,
+    pub(crate) leech_action: i32,
     #[prost(uint32, tag = "22")]
-    pub leech_threshold: u32,
+    pub(crate) leech_threshold: u32,
     #[prost(bool, tag = "23")]
-    pub disable_autoplay: bool,
+    pub(crate) disable_autoplay: bool,
     #[prost(uint32, tag = "24")]
-    pub cap_answer_time_to_secs: u32,
+    pub(crate) cap_answer_time_to_secs: u32,
     #[prost(bool, tag = "25")]
-    pub show_timer: bool,
+    pub(crate) show_timer: bool,
     #[prost(bool, tag = "26")]
-    pub skip_question_when_replaying_answer: bool,
+    pub(crate) skip_question_when_replaying_answer: bool,
     #[prost(bool, tag = "27")]
-    pub bury_new: bool,
+    pub(crate) bury_new: bool,
     #[prost(bool, tag = "28")]
-    pub bury_reviews: bool,
+    pub(crate) bury_reviews: bool,
     #[prost(bool, tag = "29")]
-    pub bury_interday_learning: bool,
+    pub(crate) bury_interday_learning: bool,
     #[prost(int32, tag = "30")]
-    pub new_mix: i32,
+    pub(crate) new_mix: i32,
     #[prost(int32, tag = "31")]
-    pub interday_learning_mix: i32,
+    pub(crate) interday_learning_mix: i32,
     #[prost(int32, tag = "32")]
-    pub new_card_sort_order: i32,
+    pub(crate) new_card_sort_order: i32,
     #[prost(int32, tag = "33")]
-    pub review_order: i32,
+    pub(crate) review_order: i32,
     #[prost(int32, tag = "34")]
-    pub new_card_gather_priority: i32,
+    pub(crate) new_card_gather_priority: i32,
     #[prost(uint32, tag = "35")]
-    pub new_per_day_minimum: u32,
+    pub(crate) new_per_day_minimum: u32,
     #[prost(int32, tag = "36")]
-    pub question_action: i32,
+    pub(crate) question_action: i32,
     #[prost(float, tag = "37")]
-    pub desired_retention: f32,
+    pub(crate) desired_retention: f32,
     #[prost(bool, tag = "38")]
-    pub stop_timer_on_answer: bool,
+    pub(crate) stop_timer_on_answer: bool,
     #[prost(float, tag = "40")]
-    pub historical_retention: f32,
+    pub(crate) historical_retention: f32,
     #[prost(float, tag = "41")]
-    pub seconds_to_show_question: f32,
+    pub(crate) seconds_to_show_question: f32,
     #[prost(float, tag = "42")]
-    pub seconds_to_show_answer: f32,
+    pub(crate) seconds_to_show_answer: f32,
     #[prost(int32, tag = "43")]
-    pub answer_action: i32,
+    pub(crate) answer_action: i32,
     #[prost(bool, tag = "44")]
-    pub wait_for_audio: bool,
+    pub(crate) wait_for_audio: bool,
     #[prost(string, tag = "45")]
-    pub param_search: String,
+    pub(crate) param_search: String,
     #[prost(string, tag = "46")]
-    pub ignore_revlogs_before_date: String,
+    pub(crate) ignore_revlogs_before_date: String,
     #[prost(bytes = "vec", tag = "255")]
-    pub other: Vec<u8>,
+    pub(crate) other: Vec<u8>,
 }
 
-pub const LEECH_TAG_ONLY: i32 = 1;
+pub(crate) const LEECH_TAG_ONLY: i32 = 1;
 
 impl DeckConfigConfig {
     /// The presets a new collection starts with (Anki's documented defaults).
-    pub fn defaults() -> DeckConfigConfig {
+    pub(crate) fn defaults() -> DeckConfigConfig {
         DeckConfigConfig {
             learn_steps: vec![1.0, 10.0],
             relearn_steps: vec![10.0],

@@ -15,7 +15,7 @@ use super::{register_unicase, StoreError};
 /// and prepares it: a new modification and schema time, so every device
 /// sees a collection it must replace by a full sync (and none mistakes it
 /// for its own because the times match). Blocking.
-pub fn prepare(account_dir: &Path, id: i64, now_ms: i64) -> Result<Received, SnapshotError> {
+pub(crate) fn prepare(account_dir: &Path, id: i64, now_ms: i64) -> Result<Received, SnapshotError> {
     let (received, mut writer) = Received::create(account_dir)?;
     snapshots::unpack(account_dir, id, &mut writer)?;
     writer.finish()?;

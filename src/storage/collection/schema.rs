@@ -12,10 +12,10 @@ use super::proto::{
 };
 
 /// `col.ver` of the files this server stores and serves.
-pub const SCHEMA_VERSION: i64 = 18;
+pub(crate) const SCHEMA_VERSION: i64 = 18;
 
 /// Tables a schema-18 collection must have; an upload missing one is refused.
-pub const TABLES: &[&str] = &[
+pub(crate) const TABLES: &[&str] = &[
     "col",
     "notes",
     "cards",
@@ -144,7 +144,7 @@ const LATEX_POST: &str = "\\end{document}";
 /// Fills an empty database with an empty collection: one deck, one preset, one
 /// "Basic" notetype, and the config keys a client expects. Like the official
 /// server's new accounts, `mod` is 0 so a pristine client sees "no changes".
-pub fn create(conn: &Connection, now_millis: i64) -> rusqlite::Result<()> {
+pub(crate) fn create(conn: &Connection, now_millis: i64) -> rusqlite::Result<()> {
     let now_secs = now_millis / 1000;
     let tx = conn.unchecked_transaction()?;
     tx.execute_batch(DDL_SCHEMA11)?;

@@ -8,7 +8,7 @@
 use sha1::{Digest, Sha1};
 
 /// The text of a field as the browser sorts it and duplicates are found.
-pub fn strip_html_keeping_media(html: &str) -> String {
+pub(crate) fn strip_html_keeping_media(html: &str) -> String {
     let without_media = replace_media_tags(html);
     let stripped = strip_tags(&without_media);
     if stripped.contains('&') {
@@ -22,13 +22,13 @@ pub fn strip_html_keeping_media(html: &str) -> String {
 }
 
 /// First four bytes of the SHA-1 of the stripped first field, big-endian.
-pub fn checksum(stripped_first_field: &str) -> u32 {
+pub(crate) fn checksum(stripped_first_field: &str) -> u32 {
     let digest = Sha1::digest(stripped_first_field.as_bytes());
     u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
 }
 
 /// `(sfld, csum)` for a note's fields and its notetype's sort field index.
-pub fn sort_field_and_checksum(fields: &[&str], sort_idx: usize) -> (String, u32) {
+pub(crate) fn sort_field_and_checksum(fields: &[&str], sort_idx: usize) -> (String, u32) {
     let first = strip_html_keeping_media(fields.first().copied().unwrap_or(""));
     let csum = checksum(&first);
     let sort = if sort_idx == 0 {

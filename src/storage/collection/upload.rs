@@ -14,12 +14,12 @@ use super::{register_unicase, schema, sidecar, snapshots, FILE_NAME};
 use crate::ground::durable;
 
 /// An uploaded collection in its temp file, removed on drop unless installed.
-pub struct Received {
+pub(crate) struct Received {
     path: Option<PathBuf>,
 }
 
 impl Received {
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.path.as_deref().expect("not yet installed")
     }
 }
@@ -42,7 +42,7 @@ impl Received {
     /// When the disk fills up while it arrives, the user's oldest snapshots
     /// go, one at a time, to make room; the newest stays, and with nothing
     /// left to remove the write fails (see [`durable::is_disk_full`]).
-    pub fn create(dir: &Path) -> io::Result<(Received, Writer)> {
+    pub(crate) fn create(dir: &Path) -> io::Result<(Received, Writer)> {
         let received = Received {
             path: Some(durable::temp_path(dir, "upload")),
         };
@@ -56,10 +56,10 @@ impl Received {
 }
 
 /// Fills a [`Received`] file; [`Writer::finish`] makes it durable.
-pub struct Writer(BufWriter<SyncEvery>);
+pub(crate) struct Writer(BufWriter<SyncEvery>);
 
 impl Writer {
-    pub fn finish(self) -> io::Result<()> {
+    pub(crate) fn finish(self) -> io::Result<()> {
         let file = self.0.into_inner().map_err(|e| e.into_error())?.file;
         file.sync_all()
     }
@@ -124,7 +124,7 @@ impl Write for SyncEvery {
 
 /// Checks that a file is a schema-18 collection a client can open, first
 /// converting a schema-11 one (an old client's). Blocking.
-pub fn validate(path: &Path) -> Result<(), String> {
+pub(crate) fn validate(path: &Path) -> Result<(), String> {
     let mut magic = [0u8; 16];
     File::open(path)
         .and_then(|mut f| f.read_exact(&mut magic))
@@ -208,7 +208,7 @@ fn check_contents(conn: &Connection) -> Result<(), String> {
 /// Puts a received, validated file in place of the collection in `dir`,
 /// keeping the old one as a snapshot. The caller has closed every connection
 /// to the old collection. Returns the snapshot to compress, if any. Blocking.
-pub fn install(dir: &Path, received: &mut Received) -> io::Result<Option<PathBuf>> {
+pub(crate) fn install(dir: &Path, received: &mut Received) -> io::Result<Option<PathBuf>> {
     let live = dir.join(FILE_NAME);
     let mut snapshot = None;
     if live.exists() {

@@ -14,32 +14,33 @@ use crate::storage::collection::StoreError;
 /// What `leitner check` finds in a user's media, read without changing
 /// anything (beside a running server).
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Audit {
+pub(crate) struct Audit {
     /// `PRAGMA integrity_check` of `media.db`, if not "ok".
-    pub database: Option<String>,
+    pub(crate) database: Option<String>,
     /// Live entries whose file is not in the folder.
-    pub missing: Vec<String>,
+    pub(crate) missing: Vec<String>,
     /// Live entries whose file has another size or checksum.
-    pub differing: Vec<String>,
+    pub(crate) differing: Vec<String>,
     /// Files in the folder that no live entry names.
-    pub strays: Vec<String>,
+    pub(crate) strays: Vec<String>,
     /// File operations a committed batch still owes the folder (a crash
     /// came between the commit and the renames).
-    pub owed: usize,
+    pub(crate) owed: usize,
     /// Files left in the staging folder.
-    pub staged: usize,
+    pub(crate) staged: usize,
 }
 
 impl Audit {
     /// Whether anything needs a repair or a person.
-    pub fn is_clean(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_clean(&self) -> bool {
         *self == Audit::default()
     }
 }
 
 /// Checks a user's media database against their media folder, hashing every
 /// file. `None` if the user has no media database. Blocking.
-pub fn audit(account_dir: &Path) -> Result<Option<Audit>, StoreError> {
+pub(crate) fn audit(account_dir: &Path) -> Result<Option<Audit>, StoreError> {
     use sha1::{Digest, Sha1};
     if !Store::exists(account_dir) {
         return Ok(None);

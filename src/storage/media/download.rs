@@ -11,7 +11,7 @@ use crate::storage::collection::StoreError;
 
 /// Why the asked-for files cannot be sent.
 #[derive(Debug)]
-pub enum DownloadError {
+pub(crate) enum DownloadError {
     /// More names than one request may carry.
     TooMany(usize),
     /// A name the server has no live file for.
@@ -43,15 +43,15 @@ impl<E: Into<StoreError>> From<E> for DownloadError {
 }
 
 /// Names one request may ask for, as the official server allows.
-pub const MAX_NAMES: usize = 25;
+pub(crate) const MAX_NAMES: usize = 25;
 /// A reply stops adding files once it holds more than this (so it always
 /// holds at least one); the client asks again for the rest.
-pub const REPLY_BYTES: u64 = 2_621_440;
+pub(crate) const REPLY_BYTES: u64 = 2_621_440;
 
 /// Opens the files the client asks for, in its order, up to the reply size.
 /// A name the server does not have fails the request (409), as with the
 /// official server. Blocking.
-pub fn prepare(store: &mut Store, names: Vec<String>) -> Result<Download, DownloadError> {
+pub(crate) fn prepare(store: &mut Store, names: Vec<String>) -> Result<Download, DownloadError> {
     if names.len() > MAX_NAMES {
         return Err(DownloadError::TooMany(names.len()));
     }

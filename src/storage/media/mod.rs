@@ -15,4 +15,4 @@ pub mod store;
 pub mod upload;
 pub mod zip;
 
-pub use store::Store;
+pub(crate) use store::Store;

@@ -13,11 +13,11 @@
 use unicode_normalization::is_nfc;
 
 /// Longest name in bytes: what Linux file systems allow in one component.
-pub const MAX_NAME_BYTES: usize = 255;
+pub(crate) const MAX_NAME_BYTES: usize = 255;
 
 /// Why a name is refused; the text goes into the error the client gets.
 #[derive(Debug, PartialEq, Eq)]
-pub enum BadName {
+pub(crate) enum BadName {
     Empty,
     TooLong(usize),
     NotNormalized,
@@ -46,7 +46,7 @@ impl std::fmt::Display for BadName {
 }
 
 /// Accepts `name` as a file name in the media folder, or says why not.
-pub fn check(name: &str) -> Result<(), BadName> {
+pub(crate) fn check(name: &str) -> Result<(), BadName> {
     if name.is_empty() {
         return Err(BadName::Empty);
     }

@@ -24,10 +24,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::ground::durable;
 use crate::storage::collection::StoreError;
 
-pub const DB_NAME: &str = "media.db";
-pub const FOLDER: &str = "media";
+pub(crate) const DB_NAME: &str = "media.db";
+pub(crate) const FOLDER: &str = "media";
 /// Where uploaded files wait for their batch to commit; same file system.
-pub const STAGING: &str = "media.incoming";
+pub(crate) const STAGING: &str = "media.incoming";
 
 const SCHEMA_VERSION: i64 = 4;
 
@@ -54,14 +54,14 @@ CREATE TABLE IF NOT EXISTS leitner_pending (
 ";
 
 /// One entry as `mediaChanges` reports it: a deleted file has no SHA-1.
-pub struct Change {
-    pub name: String,
-    pub usn: i64,
-    pub sha1: Option<[u8; 20]>,
+pub(crate) struct Change {
+    pub(crate) name: String,
+    pub(crate) usn: i64,
+    pub(crate) sha1: Option<[u8; 20]>,
 }
 
 /// What an upload asks for one name.
-pub enum Upload {
+pub(crate) enum Upload {
     Delete,
     /// New contents, complete and fsynced in the staging folder.
     Put {
@@ -72,12 +72,11 @@ pub enum Upload {
 }
 
 /// A live file, for sending.
-pub struct Live {
-    pub path: PathBuf,
-    pub size: u64,
+pub(crate) struct Live {
+    pub(crate) path: PathBuf,
 }
 
-pub struct Store {
+pub(crate) struct Store {
     conn: Connection,
     folder: PathBuf,
     staging: PathBuf,
@@ -86,7 +85,7 @@ pub struct Store {
 impl Store {
     /// Opens (creating if need be) the media of the user in `account_dir`,
     /// finishing whatever a crash left owed.
-    pub fn open(account_dir: &Path) -> Result<Store, StoreError> {
+    pub(crate) fn open(account_dir: &Path) -> Result<Store, StoreError> {
         let folder = account_dir.join(FOLDER);
         let staging = account_dir.join(STAGING);
         fs::create_dir_all(&folder)?;
@@ -126,27 +125,27 @@ impl Store {
     }
 
     /// Whether `account_dir`'s user ever synced media; asking creates nothing.
-    pub fn exists(account_dir: &Path) -> bool {
+    pub(crate) fn exists(account_dir: &Path) -> bool {
         account_dir.join(DB_NAME).exists()
     }
 
-    pub fn staging(&self) -> &Path {
+    pub(crate) fn staging(&self) -> &Path {
         &self.staging
     }
 
-    pub fn last_usn(&self) -> rusqlite::Result<i64> {
+    pub(crate) fn last_usn(&self) -> rusqlite::Result<i64> {
         self.conn
             .query_row("SELECT last_usn FROM meta", [], |r| r.get(0))
     }
 
-    pub fn live_count(&self) -> rusqlite::Result<i64> {
+    pub(crate) fn live_count(&self) -> rusqlite::Result<i64> {
         self.conn
             .query_row("SELECT total_nonempty_files FROM meta", [], |r| r.get(0))
     }
 
     /// Entries changed after `usn`, oldest change first (the client takes the
     /// last one's usn as its next starting point).
-    pub fn changes_after(&self, usn: i64, limit: usize) -> rusqlite::Result<Vec<Change>> {
+    pub(crate) fn changes_after(&self, usn: i64, limit: usize) -> rusqlite::Result<Vec<Change>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT fname, usn, csum, size FROM media WHERE usn > ? ORDER BY usn LIMIT ?",
         )?;
@@ -163,7 +162,7 @@ impl Store {
     }
 
     /// The file behind a live entry, or `None` if the name is not live.
-    pub fn live(&self, name: &str) -> rusqlite::Result<Option<Live>> {
+    pub(crate) fn live(&self, name: &str) -> rusqlite::Result<Option<Live>> {
         self.conn
             .query_row(
                 "SELECT size FROM media WHERE fname = ? AND size > 0",
@@ -172,9 +171,8 @@ impl Store {
             )
             .optional()
             .map(|size| {
-                size.map(|size| Live {
+                size.map(|_| Live {
                     path: self.folder.join(name),
-                    size: size as u64,
                 })
             })
     }
@@ -183,7 +181,7 @@ impl Store {
     /// folder (removed by hand, or lost to a failing card), as the official
     /// server does: a later media check on a client that has the file
     /// uploads it again.
-    pub fn forget(&mut self, name: &str) -> rusqlite::Result<()> {
+    pub(crate) fn forget(&mut self, name: &str) -> rusqlite::Result<()> {
         let tx = self.conn.transaction()?;
         let size: Option<i64> = tx
             .query_row(
@@ -206,7 +204,11 @@ impl Store {
     /// Applies one uploaded batch, in order, and returns the media usn after
     /// it. Each effective change takes the next usn; uploading what is
     /// already there, or deleting what is already gone, changes nothing.
-    pub fn apply(&mut self, batch: Vec<(String, Upload)>, now: i64) -> Result<i64, StoreError> {
+    pub(crate) fn apply(
+        &mut self,
+        batch: Vec<(String, Upload)>,
+        now: i64,
+    ) -> Result<i64, StoreError> {
         // The staged files must be durable, names included, before the
         // commit makes them owed; one flush of the file system covers them
         // all, and also the previous batch's renames, whose owed rows this
@@ -331,13 +333,13 @@ impl Store {
 impl Store {
     /// Gives back the memory SQLite keeps for this database's pages; they
     /// are read again when next needed. Blocking.
-    pub fn release_memory(&self) -> rusqlite::Result<()> {
+    pub(crate) fn release_memory(&self) -> rusqlite::Result<()> {
         self.conn.execute_batch("PRAGMA shrink_memory")
     }
 
     /// Writes a consistent copy of the database to `path` (a read
     /// transaction: uploads wait, nothing else does). Blocking.
-    pub fn copy_to(&self, path: &Path) -> rusqlite::Result<()> {
+    pub(crate) fn copy_to(&self, path: &Path) -> rusqlite::Result<()> {
         self.conn
             .execute("VACUUM INTO ?", [path.to_string_lossy()])
             .map(|_| ())
@@ -346,7 +348,7 @@ impl Store {
 
 /// The live files a media database lists (name, size), read from a copy or
 /// from a store nobody writes. Blocking.
-pub fn live_files(db: &Path) -> rusqlite::Result<Vec<(String, u64)>> {
+pub(crate) fn live_files(db: &Path) -> rusqlite::Result<Vec<(String, u64)>> {
     let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let mut stmt = conn.prepare("SELECT fname, size FROM media WHERE size > 0 ORDER BY fname")?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
@@ -355,7 +357,7 @@ pub fn live_files(db: &Path) -> rusqlite::Result<Vec<(String, u64)>> {
 
 /// A fresh name in the staging folder, unique within this process; the
 /// folder is emptied before a process stages anything, so that is enough.
-pub fn staged_name() -> String {
+pub(crate) fn staged_name() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     format!(

@@ -22,9 +22,9 @@ use super::zip::{Archive, ZipError};
 use crate::ground::durable;
 
 /// Entries in one batch, as the official server allows.
-pub const MAX_FILES: usize = 25;
+pub(crate) const MAX_FILES: usize = 25;
 /// Largest single file, as the official server allows.
-pub const MAX_FILE_BYTES: u64 = 100 << 20;
+pub(crate) const MAX_FILE_BYTES: u64 = 100 << 20;
 /// The `_meta` list is small; more than this is not from a client.
 const MAX_META_BYTES: u64 = 50 << 10;
 /// Bodies up to this size stay in memory.
@@ -32,7 +32,7 @@ const IN_MEMORY: usize = 4 << 20;
 
 /// Why a batch was not taken.
 #[derive(Debug)]
-pub enum UploadError {
+pub(crate) enum UploadError {
     /// The client sent something no client should (the message says what).
     Refused(String),
     /// Reading the body or staging a file failed on our side.
@@ -55,7 +55,7 @@ fn refuse(why: impl Into<String>) -> UploadError {
 }
 
 /// Checks one batch (a spooled zip body) and stages its files. Blocking.
-pub fn read_batch(body: Body, staging: &Path) -> Result<Vec<(String, Upload)>, UploadError> {
+pub(crate) fn read_batch(body: Body, staging: &Path) -> Result<Vec<(String, Upload)>, UploadError> {
     let mut archive = Archive::open(body).map_err(refused)?;
     let list = read_list(&mut archive)?;
     let mut batch = Vec::with_capacity(list.len());
@@ -188,21 +188,25 @@ impl<W: Write> Write for Hashing<W> {
 /// The body, in memory until it passes [`IN_MEMORY`] (or the memory budget
 /// says no), then in a temp file that has no name (unlinked at once), so a
 /// crash leaves nothing behind.
-pub struct Spool {
+pub(crate) struct Spool {
     memory: Vec<u8>,
     file: Option<File>,
     dir: PathBuf,
     charge: crate::ground::budget::Charge,
 }
 
-pub enum Body {
+pub(crate) enum Body {
     /// With the memory it is charged for.
-    Memory(Cursor<Vec<u8>>, crate::ground::budget::Charge),
+    Memory(
+        Cursor<Vec<u8>>,
+        // Held, not read: dropping it gives the memory back.
+        #[allow(dead_code)] crate::ground::budget::Charge,
+    ),
     File(io::BufReader<File>),
 }
 
 impl Spool {
-    pub fn new(dir: PathBuf, charge: crate::ground::budget::Charge) -> Spool {
+    pub(crate) fn new(dir: PathBuf, charge: crate::ground::budget::Charge) -> Spool {
         Spool {
             memory: Vec::new(),
             file: None,
@@ -211,7 +215,7 @@ impl Spool {
         }
     }
 
-    pub fn finish(self) -> io::Result<Body> {
+    pub(crate) fn finish(self) -> io::Result<Body> {
         Ok(match self.file {
             None => Body::Memory(Cursor::new(self.memory), self.charge),
             Some(mut file) => {

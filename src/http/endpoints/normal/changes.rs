@@ -39,7 +39,7 @@ fn empty_decks() -> (Vec<Value>, Vec<Value>) {
     (Vec::new(), Vec::new())
 }
 
-pub async fn apply_changes(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
+pub(crate) async fn apply_changes(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
     let body = call.json_later().await?;
     step_with(call, account, body, |request: ChangesRequest, conn, s| {
         // Ours first: collected after the client's were merged, they would be

@@ -23,7 +23,7 @@ fn ids(conn: &Connection, table: &str, min_usn: i32) -> rusqlite::Result<Vec<i64
         .collect()
 }
 
-pub async fn chunk(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
+pub(crate) async fn chunk(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
     step(call, account, |conn, s| {
         if s.pending.is_none() {
             s.pending = Some(Pending {
@@ -192,7 +192,7 @@ struct IncomingChunk {
     notes: Vec<Vec<Value>>,
 }
 
-pub async fn apply_chunk(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
+pub(crate) async fn apply_chunk(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
     let body = call.json_later().await?;
     step_with(
         call,

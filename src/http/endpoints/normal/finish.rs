@@ -11,7 +11,7 @@ use crate::http::endpoints::{blocking, Call};
 use crate::http::error::{Failure, Outcome};
 use crate::http::framing::{self};
 use crate::service::account::Account;
-pub async fn finish(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
+pub(crate) async fn finish(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
     let key = session_key(call)?;
     let zstd = call.zstd();
     let idle = call.service.config.sync_idle;
@@ -38,7 +38,7 @@ pub async fn finish(call: &mut Call, account: &Arc<Account>) -> Outcome<Response
     .await
 }
 
-pub async fn abort(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
+pub(crate) async fn abort(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
     // Any device may abort: a user cancelling on the desktop does it from a
     // new client object with a new session key.
     let zstd = call.zstd();

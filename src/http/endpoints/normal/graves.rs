@@ -60,7 +60,10 @@ pub(super) fn apply_graves(conn: &Connection, graves: &Value, usn: i32) -> Outco
     Ok(())
 }
 
-pub async fn apply_graves_step(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
+pub(crate) async fn apply_graves_step(
+    call: &mut Call,
+    account: &Arc<Account>,
+) -> Outcome<Response> {
     let body = call.json_later().await?;
     step_with(call, account, body, |request: ChunkOf<Value>, conn, s| {
         apply_graves(conn, &request.chunk, s.server_usn)?;

@@ -16,12 +16,12 @@ mod graves;
 mod sanity;
 mod start;
 
-pub use changes::apply_changes;
-pub use chunks::{apply_chunk, chunk};
-pub use finish::{abort, finish};
-pub use graves::apply_graves_step;
-pub use sanity::sanity_check;
-pub use start::start;
+pub(crate) use changes::apply_changes;
+pub(crate) use chunks::{apply_chunk, chunk};
+pub(crate) use finish::{abort, finish};
+pub(crate) use graves::apply_graves_step;
+pub(crate) use sanity::sanity_check;
+pub(crate) use start::start;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -25,7 +25,7 @@ struct SanityReply {
     s: Value,
 }
 
-pub async fn sanity_check(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
+pub(crate) async fn sanity_check(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
     let body = call.json_later::<SanityRequest>().await?;
     let key = session_key(call)?;
     let zstd = call.zstd();

@@ -24,7 +24,7 @@ struct StartRequest {
     graves: Option<Value>,
 }
 
-pub async fn start(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
+pub(crate) async fn start(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
     let body = call.json_later::<StartRequest>().await?;
     let key = session_key(call)?;
     let zstd = call.zstd();

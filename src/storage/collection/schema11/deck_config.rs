@@ -7,11 +7,11 @@ use super::{
 };
 use crate::storage::collection::proto::*;
 
-pub struct DeckConfigRow {
-    pub id: i64,
-    pub name: String,
-    pub mtime: i64,
-    pub config: DeckConfigConfig,
+pub(crate) struct DeckConfigRow {
+    pub(crate) id: i64,
+    pub(crate) name: String,
+    pub(crate) mtime: i64,
+    pub(crate) config: DeckConfigConfig,
 }
 
 const DCONF_KEYS: &[&str] = &[
@@ -53,7 +53,7 @@ const NEW_KEYS: &[&str] = &["order", "delays", "bury", "perDay", "initialFactor"
 const REV_KEYS: &[&str] = &["maxIvl", "hardFactor", "ease4", "ivlFct", "perDay", "bury"];
 const LAPSE_KEYS: &[&str] = &["leechFails", "mult", "leechAction", "delays", "minInt"];
 
-pub fn deck_config_from_json(v: &Value) -> Result<DeckConfigRow, String> {
+pub(crate) fn deck_config_from_json(v: &Value) -> Result<DeckConfigRow, String> {
     let o = v.as_object().ok_or("a deck preset is not an object")?;
     let empty = Object::new();
     let new = o.get("new").and_then(Value::as_object).unwrap_or(&empty);
@@ -149,7 +149,7 @@ pub fn deck_config_from_json(v: &Value) -> Result<DeckConfigRow, String> {
     })
 }
 
-pub fn deck_config_to_json(row: &DeckConfigRow, usn: i32) -> Value {
+pub(crate) fn deck_config_to_json(row: &DeckConfigRow, usn: i32) -> Value {
     let c = &row.config;
     let mut other: Object = if c.other.is_empty() {
         Object::new()

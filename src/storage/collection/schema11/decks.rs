@@ -9,13 +9,13 @@ use super::{
 };
 use crate::storage::collection::proto::*;
 
-pub struct DeckRow {
-    pub id: i64,
+pub(crate) struct DeckRow {
+    pub(crate) id: i64,
     /// The name as the client wrote it (`::` separated).
-    pub human_name: String,
-    pub mtime: i64,
-    pub common: DeckCommon,
-    pub kind: DeckKindContainer,
+    pub(crate) human_name: String,
+    pub(crate) mtime: i64,
+    pub(crate) common: DeckCommon,
+    pub(crate) kind: DeckKindContainer,
 }
 
 const DECK_KEYS: &[&str] = &[
@@ -66,7 +66,7 @@ fn day_limit(v: Option<&Value>) -> Option<DayLimit> {
     })
 }
 
-pub fn deck_from_json(v: &Value) -> Result<DeckRow, String> {
+pub(crate) fn deck_from_json(v: &Value) -> Result<DeckRow, String> {
     let o = v.as_object().ok_or("a deck is not an object")?;
     let (lrn_day, lrn) = day_pair(o, "lrnToday");
     let (rev_day, rev) = day_pair(o, "revToday");
@@ -136,7 +136,7 @@ pub fn deck_from_json(v: &Value) -> Result<DeckRow, String> {
     })
 }
 
-pub fn deck_to_json(row: &DeckRow, usn: i32) -> Value {
+pub(crate) fn deck_to_json(row: &DeckRow, usn: i32) -> Value {
     let c = &row.common;
     let day = c.last_day_studied;
     let mut o = json!({
@@ -211,7 +211,7 @@ pub fn deck_to_json(row: &DeckRow, usn: i32) -> Value {
 /// The wire (`::`) form of a deck name to the stored form: components
 /// normalised (NFC, no ASCII controls, trimmed of spaces and `:`, empty
 /// becomes "blank") and joined by U+001F.
-pub fn native_deck_name(human: &str) -> String {
+pub(crate) fn native_deck_name(human: &str) -> String {
     use unicode_normalization::UnicodeNormalization;
     human
         .split("::")
@@ -228,6 +228,6 @@ pub fn native_deck_name(human: &str) -> String {
         .join("\u{1f}")
 }
 
-pub fn human_deck_name(native: &str) -> String {
+pub(crate) fn human_deck_name(native: &str) -> String {
     native.replace('\u{1f}', "::")
 }

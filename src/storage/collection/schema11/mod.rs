@@ -12,14 +12,14 @@ mod deck_config;
 mod decks;
 mod notetypes;
 
-pub use deck_config::{deck_config_from_json, deck_config_to_json, DeckConfigRow};
-pub use decks::{deck_from_json, deck_to_json, human_deck_name, native_deck_name, DeckRow};
-pub use notetypes::{notetype_from_json, notetype_to_json, NotetypeRow};
+pub(crate) use deck_config::{deck_config_from_json, deck_config_to_json, DeckConfigRow};
+pub(crate) use decks::{deck_from_json, deck_to_json, human_deck_name, native_deck_name, DeckRow};
+pub(crate) use notetypes::{notetype_from_json, notetype_to_json, NotetypeRow};
 
-pub type Object = Map<String, Value>;
+pub(crate) type Object = Map<String, Value>;
 
 /// A JSON number or numeric string as i64 (clients send ids both ways).
-pub fn int(v: Option<&Value>) -> Option<i64> {
+pub(crate) fn int(v: Option<&Value>) -> Option<i64> {
     match v? {
         // Whole numbers that fit; not 1e300 clamped, nor 2^64-1 wrapped.
         Value::Number(n) => n.as_i64().or_else(|| {
@@ -122,6 +122,6 @@ fn f32s_json(v: &[f32]) -> Value {
 }
 
 /// Encodes a prost message (a convenience for row writers).
-pub fn blob(m: &impl Message) -> Vec<u8> {
+pub(crate) fn blob(m: &impl Message) -> Vec<u8> {
     m.encode_to_vec()
 }

@@ -6,13 +6,13 @@ use serde_json::{json, Value};
 use super::{boolean, int, merge_others, opt_json, others, req_int, req_string, string};
 use crate::storage::collection::proto::*;
 
-pub struct NotetypeRow {
-    pub id: i64,
-    pub name: String,
-    pub mtime: i64,
-    pub config: NotetypeConfig,
-    pub fields: Vec<(String, FieldConfig)>,
-    pub templates: Vec<(String, TemplateConfig)>,
+pub(crate) struct NotetypeRow {
+    pub(crate) id: i64,
+    pub(crate) name: String,
+    pub(crate) mtime: i64,
+    pub(crate) config: NotetypeConfig,
+    pub(crate) fields: Vec<(String, FieldConfig)>,
+    pub(crate) templates: Vec<(String, TemplateConfig)>,
 }
 
 const NOTETYPE_KEYS: &[&str] = &[
@@ -52,7 +52,7 @@ const TEMPLATE_KEYS: &[&str] = &[
     "name", "ord", "did", "afmt", "bafmt", "qfmt", "bqfmt", "bfont", "bsize", "id",
 ];
 
-pub fn notetype_from_json(v: &Value) -> Result<NotetypeRow, String> {
+pub(crate) fn notetype_from_json(v: &Value) -> Result<NotetypeRow, String> {
     let o = v.as_object().ok_or("a notetype is not an object")?;
     let reqs = o
         .get("req")
@@ -150,7 +150,7 @@ pub fn notetype_from_json(v: &Value) -> Result<NotetypeRow, String> {
     })
 }
 
-pub fn notetype_to_json(row: &NotetypeRow, usn: i32) -> Value {
+pub(crate) fn notetype_to_json(row: &NotetypeRow, usn: i32) -> Value {
     let c = &row.config;
     let flds: Vec<Value> = row
         .fields

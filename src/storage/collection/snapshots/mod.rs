@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 mod packed;
 mod upkeep;
 
-pub use upkeep::{make_room, repair};
+pub(crate) use upkeep::{make_room, repair};
 
 use packed::{describe, read_info, write_packed};
 use upkeep::{prune, remove_oldest};
@@ -35,21 +35,21 @@ use upkeep::{prune, remove_oldest};
 use super::StoreError;
 use crate::ground::durable;
 
-pub const DIR_NAME: &str = "snapshots";
+pub(crate) const DIR_NAME: &str = "snapshots";
 const RAW_EXT: &str = "anki2";
 const PACKED_EXT: &str = "anki2.zst";
 
 /// How many snapshots a user keeps, and how many bytes they may take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    pub count: usize,
-    pub bytes: u64,
+pub(crate) struct Limits {
+    pub(crate) count: usize,
+    pub(crate) bytes: u64,
 }
 
 /// Why a snapshot exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Kind {
+pub(crate) enum Kind {
     /// The collection a full upload replaced.
     Upload,
     /// Taken by `leitner snapshot take` (the daily timer, or by hand).
@@ -59,7 +59,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::Upload => "upload",
             Kind::Taken => "taken",
@@ -70,29 +70,29 @@ impl Kind {
 
 /// What a snapshot holds, stored in its first frame.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Info {
-    pub kind: Kind,
+pub(crate) struct Info {
+    pub(crate) kind: Kind,
     /// `col.mod` of the collection it holds: equal means unchanged.
-    pub modified: i64,
-    pub notes: i64,
-    pub cards: i64,
-    pub reviews: i64,
+    pub(crate) modified: i64,
+    pub(crate) notes: i64,
+    pub(crate) cards: i64,
+    pub(crate) reviews: i64,
     /// The size of the collection file it holds.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
 }
 
 /// One snapshot on disk.
 #[derive(Clone, Debug)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// Milliseconds since 1970 when it was taken; also its name.
-    pub id: i64,
-    pub path: PathBuf,
+    pub(crate) id: i64,
+    pub(crate) path: PathBuf,
     /// Bytes on disk.
-    pub size: u64,
+    pub(crate) size: u64,
     /// Still uncompressed (a crash or a full disk came between).
-    pub raw: bool,
+    pub(crate) raw: bool,
     /// `None` for raw snapshots and for those written before leitner kept it.
-    pub info: Option<Info>,
+    pub(crate) info: Option<Info>,
 }
 
 /// Keeps the live collection in the snapshot folder before it is replaced:
@@ -100,7 +100,7 @@ pub struct Snapshot {
 /// shares). When even the copy finds no room, the replacement goes ahead
 /// without a snapshot (`None`) and says so: a full disk must not stop syncs.
 /// Blocking.
-pub fn keep(account_dir: &Path, live: &Path) -> io::Result<Option<PathBuf>> {
+pub(crate) fn keep(account_dir: &Path, live: &Path) -> io::Result<Option<PathBuf>> {
     let dir = account_dir.join(DIR_NAME);
     fs::create_dir_all(&dir)?;
     let raw = dir.join(format!("{}.{RAW_EXT}", fresh_id(&dir)));
@@ -143,7 +143,7 @@ fn fresh_id(dir: &Path) -> i64 {
 /// Compresses a raw snapshot into its packed form and removes the raw one;
 /// a raw snapshot of the same collection as the newest packed one is only
 /// removed. Then prunes to `limits`. Blocking.
-pub fn pack(raw: &Path, kind: Kind, limits: Limits) -> Result<(), StoreError> {
+pub(crate) fn pack(raw: &Path, kind: Kind, limits: Limits) -> Result<(), StoreError> {
     let dir = raw.parent().expect("snapshot has a folder");
     let info = describe(raw, kind)?;
     let newest = list(dir.parent().expect("account folder"))?
@@ -169,7 +169,7 @@ pub fn pack(raw: &Path, kind: Kind, limits: Limits) -> Result<(), StoreError> {
 
 /// What `take` did.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Taken {
+pub(crate) enum Taken {
     New(i64),
     /// The collection is the same as in the newest snapshot.
     Unchanged,
@@ -180,7 +180,7 @@ pub enum Taken {
 /// Takes a snapshot of the live collection if it changed since the newest
 /// one: a consistent copy (`VACUUM INTO`, a read transaction beside whatever
 /// the server is doing), compressed, then pruned to `limits`. Blocking.
-pub fn take(account_dir: &Path, limits: Limits) -> Result<Taken, StoreError> {
+pub(crate) fn take(account_dir: &Path, limits: Limits) -> Result<Taken, StoreError> {
     let live = account_dir.join(super::FILE_NAME);
     if !live.exists() {
         return Ok(Taken::NoCollection);
@@ -213,7 +213,7 @@ pub fn take(account_dir: &Path, limits: Limits) -> Result<Taken, StoreError> {
 
 /// Decompresses snapshot `id` into `out` (a file the caller then validates
 /// and installs). Blocking.
-pub fn unpack(account_dir: &Path, id: i64, out: impl Write) -> Result<(), SnapshotError> {
+pub(crate) fn unpack(account_dir: &Path, id: i64, out: impl Write) -> Result<(), SnapshotError> {
     let snapshot = list(account_dir)?
         .into_iter()
         .find(|s| s.id == id)
@@ -230,7 +230,7 @@ pub fn unpack(account_dir: &Path, id: i64, out: impl Write) -> Result<(), Snapsh
 }
 
 #[derive(Debug)]
-pub enum SnapshotError {
+pub(crate) enum SnapshotError {
     NotFound(i64),
     Store(StoreError),
 }
@@ -253,7 +253,7 @@ impl<E: Into<StoreError>> From<E> for SnapshotError {
 }
 
 /// Every snapshot of the user in `account_dir`, oldest first.
-pub fn list(account_dir: &Path) -> io::Result<Vec<Snapshot>> {
+pub(crate) fn list(account_dir: &Path) -> io::Result<Vec<Snapshot>> {
     let dir = account_dir.join(DIR_NAME);
     if !dir.exists() {
         return Ok(Vec::new());

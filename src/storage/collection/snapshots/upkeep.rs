@@ -12,7 +12,7 @@ use crate::ground::durable;
 /// raw or packed. Snapshots are a convenience: a sync the user asked for
 /// comes first, even before the newest one. Returns whether anything went.
 /// Blocking.
-pub fn make_room(account_dir: &Path) -> io::Result<bool> {
+pub(crate) fn make_room(account_dir: &Path) -> io::Result<bool> {
     remove_oldest(&account_dir.join(DIR_NAME), None)
 }
 
@@ -41,7 +41,7 @@ pub(super) fn remove_oldest(dir: &Path, except: Option<&Path>) -> io::Result<boo
 /// fit stays, counted like any other, and is tried again at the next
 /// start). Never fails: snapshots must not keep the server from serving.
 /// Blocking; run at start-up.
-pub fn repair(account_dir: &Path, limits: Limits) {
+pub(crate) fn repair(account_dir: &Path, limits: Limits) {
     let dir = account_dir.join(DIR_NAME);
     if !dir.exists() {
         return;

@@ -21,11 +21,11 @@ use std::io;
 mod read;
 mod write;
 
-pub use read::Archive;
-pub use write::{Download, Outgoing};
+pub(crate) use read::Archive;
+pub(crate) use write::{Download, Outgoing};
 
 /// More entries than any client sends (25 files and `_meta`), with room.
-pub const MAX_ENTRIES: usize = 100;
+pub(crate) const MAX_ENTRIES: usize = 100;
 
 const EOCD_SIG: u32 = 0x0605_4b50;
 const CENTRAL_SIG: u32 = 0x0201_4b50;
@@ -38,7 +38,7 @@ const DEFLATED: u16 = 8;
 
 /// What is wrong with an archive; the text reaches the client's error.
 #[derive(Debug)]
-pub enum ZipError {
+pub(crate) enum ZipError {
     Malformed(&'static str),
     Unsupported(&'static str),
     TooManyEntries(usize),

@@ -19,13 +19,13 @@ struct Entry {
 }
 
 /// A zip archive being read; entries are looked up by name.
-pub struct Archive<R> {
+pub(crate) struct Archive<R> {
     reader: R,
     entries: Vec<Entry>,
 }
 
 impl<R: Read + Seek> Archive<R> {
-    pub fn open(mut reader: R) -> Result<Archive<R>, ZipError> {
+    pub(crate) fn open(mut reader: R) -> Result<Archive<R>, ZipError> {
         let len = reader.seek(SeekFrom::End(0))?;
         if len < EOCD_LEN {
             return Err(ZipError::Malformed("too short"));
@@ -107,14 +107,14 @@ impl<R: Read + Seek> Archive<R> {
         Ok(Archive { reader, entries })
     }
 
-    pub fn has(&self, name: &str) -> bool {
+    pub(crate) fn has(&self, name: &str) -> bool {
         self.entries.iter().any(|e| e.name == name)
     }
 
     /// Copies the entry `name` into `out`, refusing more than `limit` bytes
     /// whatever the directory claims, and checking size and CRC at the end.
     /// Returns the number of bytes written, or `None` if there is no such entry.
-    pub fn entry(
+    pub(crate) fn entry(
         &mut self,
         name: &str,
         limit: u64,

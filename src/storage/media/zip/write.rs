@@ -8,7 +8,7 @@ use super::{put16, put32, CENTRAL_SIG, DESCRIPTOR_SIG, EOCD_LEN, EOCD_SIG, LOCAL
 
 /// A stored zip archive produced as it is read: each entry from a reader of
 /// known length, then the directory.
-pub struct Download {
+pub(crate) struct Download {
     entries: Vec<Outgoing>,
     /// Bytes ready to go out before the next step.
     out: Vec<u8>,
@@ -18,7 +18,7 @@ pub struct Download {
 }
 
 /// One entry of a [`Download`]; `crc` and `offset` are learnt while writing.
-pub struct Outgoing {
+pub(crate) struct Outgoing {
     name: String,
     reader: Box<dyn Read + Send>,
     len: u64,
@@ -28,7 +28,7 @@ pub struct Outgoing {
 
 impl Outgoing {
     /// An entry whose `reader` yields exactly `len` bytes.
-    pub fn new(name: String, reader: Box<dyn Read + Send>, len: u64) -> Outgoing {
+    pub(crate) fn new(name: String, reader: Box<dyn Read + Send>, len: u64) -> Outgoing {
         Outgoing {
             name,
             reader,
@@ -56,7 +56,7 @@ const CENTRAL_LEN: u64 = 46;
 const WRITE_FLAGS: u16 = 1 << 3 | 1 << 11;
 
 impl Download {
-    pub fn new(entries: Vec<Outgoing>) -> Download {
+    pub(crate) fn new(entries: Vec<Outgoing>) -> Download {
         Download {
             entries,
             out: Vec::new(),
@@ -67,7 +67,7 @@ impl Download {
     }
 
     /// The archive's exact length, known before it is produced.
-    pub fn byte_len(&self) -> u64 {
+    pub(crate) fn byte_len(&self) -> u64 {
         self.entries
             .iter()
             .map(|e| {
