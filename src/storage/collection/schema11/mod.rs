@@ -125,3 +125,103 @@ fn f32s_json(v: &[f32]) -> Value {
 pub(crate) fn blob(m: &impl Message) -> Vec<u8> {
     m.encode_to_vec()
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::storage::collection::{objects, open_or_create};
+
+    /// The objects of a new collection, as the wire's schema-11 JSON.
+    fn new_collection() -> (Vec<Value>, Vec<Value>, Vec<Value>) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_or_create(dir.path()).unwrap();
+        (
+            objects::notetypes(&conn, -1).unwrap(),
+            objects::decks(&conn, -1).unwrap(),
+            objects::deck_configs(&conn, -1).unwrap(),
+        )
+    }
+
+    fn usn(v: &Value) -> i32 {
+        int(v.get("usn")).unwrap() as i32
+    }
+
+    #[test]
+    fn what_we_send_comes_back_the_same() {
+        let (notetypes, decks, presets) = new_collection();
+        assert!(!notetypes.is_empty() && !decks.is_empty() && !presets.is_empty());
+        for v in &notetypes {
+            assert_eq!(
+                &notetype_to_json(&notetype_from_json(v).unwrap(), usn(v)),
+                v
+            );
+        }
+        for v in &decks {
+            assert_eq!(&deck_to_json(&deck_from_json(v).unwrap(), usn(v)), v);
+        }
+        for v in &presets {
+            assert_eq!(
+                &deck_config_to_json(&deck_config_from_json(v).unwrap(), usn(v)),
+                v
+            );
+        }
+    }
+
+    #[test]
+    fn keys_we_do_not_know_survive_a_round_trip() {
+        let (notetypes, decks, presets) = new_collection();
+        let with = |v: &Value| {
+            let mut v = v.clone();
+            v["addonKey"] = json!({"kept": [1, 2, 3]});
+            v
+        };
+        let (nt, deck, preset) = (with(&notetypes[0]), with(&decks[0]), with(&presets[0]));
+        let back = notetype_to_json(&notetype_from_json(&nt).unwrap(), usn(&nt));
+        assert_eq!(back["addonKey"], nt["addonKey"]);
+        let back = deck_to_json(&deck_from_json(&deck).unwrap(), usn(&deck));
+        assert_eq!(back["addonKey"], deck["addonKey"]);
+        let back = deck_config_to_json(&deck_config_from_json(&preset).unwrap(), usn(&preset));
+        assert_eq!(back["addonKey"], preset["addonKey"]);
+    }
+
+    #[test]
+    fn missing_required_keys_are_refused_not_defaulted() {
+        let (notetypes, decks, _) = new_collection();
+        let mut nt = notetypes[0].clone();
+        nt.as_object_mut().unwrap().remove("id");
+        assert!(notetype_from_json(&nt).is_err());
+        let mut deck = decks[0].clone();
+        deck.as_object_mut().unwrap().remove("name");
+        assert!(deck_from_json(&deck).is_err());
+        assert!(notetype_from_json(&json!("not an object")).is_err());
+    }
+
+    #[test]
+    fn ids_arrive_as_numbers_or_strings() {
+        assert_eq!(
+            int(Some(&json!(1_700_000_000_000_i64))),
+            Some(1_700_000_000_000)
+        );
+        assert_eq!(int(Some(&json!("1700000000000"))), Some(1_700_000_000_000));
+        assert_eq!(int(Some(&json!(3.0))), Some(3));
+        assert_eq!(int(Some(&json!(3.5))), None);
+        assert_eq!(int(Some(&json!(1e300))), None);
+        assert_eq!(int(Some(&json!(null))), None);
+        assert_eq!(int(None), None);
+    }
+
+    #[test]
+    fn deck_names_between_the_wire_and_the_table() {
+        assert_eq!(
+            native_deck_name("Languages::French"),
+            "Languages\u{1f}French"
+        );
+        assert_eq!(
+            human_deck_name("Languages\u{1f}French"),
+            "Languages::French"
+        );
+        assert_eq!(human_deck_name(&native_deck_name("A::B::C")), "A::B::C");
+    }
+}
