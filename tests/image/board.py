@@ -85,10 +85,17 @@ class Pi:
         assert wait_for(lambda: self.proc.poll() is None and self.ssh("true", check=False).returncode == 0,
                         timeout=timeout, step=2), self.console()[-4000:]
 
-    def wait_for_restart(self, timeout=300):
-        """Until the running system has gone away (a reboot under way)."""
-        assert wait_for(lambda: self.ssh("true", check=False, timeout=15).returncode != 0,
-                        timeout=timeout, step=2), "still up"
+    def boot_id(self) -> str:
+        return self.ssh("cat /proc/sys/kernel/random/boot_id", check=False, timeout=15).stdout.strip()
+
+    def wait_for_restart(self, timeout=300, boot_id: str | None = None):
+        """Until the running system has gone away (a reboot under way), or,
+        given the boot id from before, until another boot answers: a board
+        that restarts quickly may be back before anyone looked."""
+        def restarted():
+            done = self.ssh("cat /proc/sys/kernel/random/boot_id", check=False, timeout=15)
+            return done.returncode != 0 or (boot_id is not None and done.stdout.strip() != boot_id)
+        assert wait_for(restarted, timeout=timeout, step=2), "still up"
 
     def console(self) -> str:
         return self.serial.read_text(errors="replace") if self.serial.exists() else ""

@@ -107,12 +107,13 @@ class Owner:
 
     def update(self, source: str, *args, forward=None, expect_restart=True):
         started = time.monotonic()
+        boot = self.pi.boot_id()
         done = self.pi.ssh(f"sudo leitner system update {source} {' '.join(args)}", check=False,
                            forward=forward, timeout=3600)
         if expect_restart:
             # It restarts the board at its end: ssh loses the connection.
             assert "restarting now" in done.stdout, done.stdout + done.stderr
-            self.pi.wait_for_restart()
+            self.pi.wait_for_restart(boot_id=boot)
             FIGURES[f"{self.work.name}: update command"] = f"{time.monotonic() - started:.0f} s"
         return done
 
@@ -202,8 +203,9 @@ def test_a_good_update_from_a_url(owner, web):
         f"{(after['vda4'] - before['vda4']) * 512 // 1024} KiB (sectors, sectors, data)")
     assert after["vda2"] == before["vda2"] and after["vda1"] == before["vda1"]
     assert "it starts at the next restart" in done.stdout
+    boot = owner.pi.boot_id()
     owner.pi.ssh("sudo systemctl reboot", check=False)
-    owner.pi.wait_for_restart()
+    owner.pi.wait_for_restart(boot_id=boot)
     owner.pi.wait_for_ssh()
     owner.wait_confirmed()
     assert owner.slot() == "B"
@@ -279,9 +281,10 @@ def test_a_rollback_by_hand_then_a_second_update(owner):
     owner.wait_confirmed()
     assert owner.slot() == "B"
     owner.still_syncs()
+    boot = owner.pi.boot_id()
     done = owner.pi.ssh("sudo leitner system rollback", check=False, timeout=1800)
     assert "restarting now" in done.stdout, done.stdout + done.stderr
-    owner.pi.wait_for_restart()
+    owner.pi.wait_for_restart(boot_id=boot)
     owner.pi.wait_for_ssh()
     owner.wait_confirmed()
     assert owner.slot() == "A"
@@ -307,6 +310,7 @@ def test_an_automatic_update_waits_for_a_quiet_moment(web):
         # ssh -R, which ends when the board restarts), its log followed
         # until then.
         ran = []
+        boot = o.pi.boot_id()
         run = threading.Thread(target=lambda: ran.append(o.pi.ssh(
             "sudo journalctl -f -n 0 -o cat -u leitner-auto-update & follow=$!; "
             "sudo systemctl start leitner-auto-update.service; sleep 2; sudo kill $follow",
@@ -318,7 +322,7 @@ def test_an_automatic_update_waits_for_a_quiet_moment(web):
         synced = time.monotonic()
         run.join()
         assert "restarting now" in ran[0].stdout, ran[0].stdout + ran[0].stderr
-        o.pi.wait_for_restart()
+        o.pi.wait_for_restart(boot_id=boot)
         # Not before leitner had been idle for 5 minutes (its own idle exit).
         quiet = time.monotonic() - synced
         FIGURES["automatic update: last sync to restart"] = f"{quiet:.0f} s"
