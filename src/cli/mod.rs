@@ -33,8 +33,8 @@ commands:
   snapshot list USER         a user's snapshots of their collection
   snapshot take USER|--all   snapshot collections changed since their last snapshot
   snapshot restore USER ID   make a snapshot the user's collection again
-  backup DEST                every user's collection and media in one .tar.zst
-  restore-backup ARCHIVE     put a backup into an empty or stopped data directory
+  backup [DEST]              back up every user to DEST or LEITNER_BACKUP_TO (incremental)
+  restore-backup [SOURCE]    put a backup into an empty or stopped data directory
   check [--repair]           check every collection, media database and media folder
   hash-password              read a password on stdin, print a PHC hash (PASSWORDS_HASHED)
   system status|update|rollback
@@ -58,6 +58,9 @@ environment (the server's and the commands'):
   LEITNER_SNAPSHOT_MEGS  bytes of snapshots kept per user, in MiB (default: 512)
   LEITNER_TRUSTED_PROXIES proxies whose X-Forwarded-For is believed (default: 127.0.0.1, ::1)
   LEITNER_LOG            error, warn, info or debug (default: info)
+  LEITNER_BACKUP_TO      backup destinations: usb, usb:LABEL, /folder, user@host:path
+  LEITNER_BACKUP_PASSPHRASE_FILE  a file holding the passphrase that encrypts backups
+  LEITNER_BACKUP_KEEP    backups kept per day, week, month (default: 7,4,6)
 ";
 
 pub fn main() -> ExitCode {
@@ -74,7 +77,7 @@ pub fn main() -> ExitCode {
         "status" => status::run(args),
         "snapshot" => snapshot::run(args),
         "backup" => backup::backup(args),
-        "restore-backup" => backup::restore(args),
+        "restore-backup" => backup::restore_backup(args),
         "check" => check::run(args),
         "system" => system::run(args),
         "data-format" => {
@@ -145,26 +148,61 @@ pub(crate) fn help(text: &str) -> Outcome {
 /// service's), the command becomes that user first, so every file it
 /// creates is the service's to read.
 pub(crate) fn context() -> Result<Config, Error> {
-    // The service's configuration file, beneath this command's environment
-    // (LEITNER_CONFIG names another file; empty: none).
-    let file = std::env::var("LEITNER_CONFIG")
-        .unwrap_or_else(|_| crate::service::config::CONFIG_FILE.into());
-    let from_file = match std::fs::read_to_string(&file) {
-        Ok(text) => crate::service::config::parse_env_file(&text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound || file.is_empty() => Vec::new(),
-        Err(e) => return Err(Error::failed(format!("{file}: {e}"))),
-    };
-    let config = Config::from_vars(|name| {
-        std::env::var(name).ok().or_else(|| {
-            from_file
-                .iter()
-                .find(|(key, _)| key == name)
-                .map(|(_, value)| value.clone())
-        })
-    })
-    .map_err(Error::usage)?;
+    config_files()
+        .as_ref()
+        .map_err(|e| Error::failed(e.clone()))?;
+    let config = Config::from_vars(config_var).map_err(Error::usage)?;
     become_owner(&config.base)?;
     Ok(config)
+}
+
+/// One configuration variable as the commands read it: this command's
+/// environment first, then the service's configuration file, then the
+/// files of its drop-in folder (`leitner.conf.d/*.conf`, in name order,
+/// the last one that sets it winning). The appliance image keeps what
+/// `leitner.txt` sets there.
+pub(crate) fn config_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().or_else(|| {
+        config_files()
+            .as_ref()
+            .ok()?
+            .iter()
+            .rev()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    })
+}
+
+fn config_files() -> &'static Result<Vec<(String, String)>, String> {
+    static FILES: std::sync::OnceLock<Result<Vec<(String, String)>, String>> =
+        std::sync::OnceLock::new();
+    FILES.get_or_init(|| {
+        // LEITNER_CONFIG names another file; empty: none.
+        let file = std::env::var("LEITNER_CONFIG")
+            .unwrap_or_else(|_| crate::service::config::CONFIG_FILE.into());
+        if file.is_empty() {
+            return Ok(Vec::new());
+        }
+        let read = |path: &Path| match std::fs::read_to_string(path) {
+            Ok(text) => Ok(crate::service::config::parse_env_file(&text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        };
+        let mut vars = read(Path::new(&file))?;
+        let drop_ins = Path::new(&format!("{file}.d")).to_owned();
+        if let Ok(entries) = std::fs::read_dir(&drop_ins) {
+            let mut paths: Vec<_> = entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+                .collect();
+            paths.sort();
+            for path in paths {
+                vars.extend(read(&path)?);
+            }
+        }
+        Ok(vars)
+    })
 }
 
 /// The owner a command started as root acts as (see [`as_root`]).
@@ -183,8 +221,8 @@ fn become_owner(base: &Path) -> Result<(), Error> {
         return Ok(());
     }
     let (uid, gid) = (Uid::from_raw(meta.uid()), Gid::from_raw(meta.gid()));
-    // Root stays the saved user id, for the one thing that needs it: the
-    // backup archive, which an admin puts wherever root may write.
+    // Root stays the saved user id, for what needs it: backup destinations
+    // an admin names, wherever root may write.
     setgroups(&[gid])
         .and_then(|()| setresgid(gid, gid, gid))
         .and_then(|()| setresuid(uid, uid, Uid::from_raw(0)))
@@ -200,7 +238,7 @@ fn become_owner(base: &Path) -> Result<(), Error> {
 
 /// Runs `work` with root's rights if the command was started as root (and
 /// acts as the data folder's owner meanwhile); plainly otherwise. Only for
-/// files outside the data folder: the backup archive.
+/// files outside the data folder: backup destinations and passphrases.
 pub(crate) fn as_root<T>(work: impl FnOnce() -> T) -> T {
     use nix::unistd::{seteuid, Uid};
     let Some(&uid) = ACTING_AS.get() else {

@@ -9,3 +9,4 @@ pub mod logging;
 pub mod memory;
 pub mod password;
 pub mod pool;
+pub mod random;

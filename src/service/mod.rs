@@ -6,6 +6,7 @@
 pub mod account;
 pub mod activity;
 pub mod auth;
+pub mod backups;
 pub mod config;
 pub mod control;
 pub mod session;

@@ -138,7 +138,7 @@ pub(crate) fn check_password(password: &str) -> Result<(), String> {
 /// Hashes a new password with a random salt. Blocking (one PBKDF2 run).
 pub(crate) fn hash_password(password: &str) -> io::Result<String> {
     let mut salt = [0u8; 16];
-    io::Read::read_exact(&mut File::open("/dev/urandom")?, &mut salt)?;
+    crate::ground::random::fill(&mut salt)?;
     let salt = SaltString::encode_b64(&salt).map_err(|e| io::Error::other(e.to_string()))?;
     let params = Params {
         rounds: ROUNDS,

@@ -236,12 +236,21 @@ def test_backup_during_syncs_restores_intact(server_factory, tmp_path):
     stop.set()
     syncing.join()
     assert not errors, errors
-    [archive] = list(dest.iterdir())
-    assert archive.name.endswith(".tar.zst") and "backup of 2 user(s)" in out
+    assert (dest / "leitner-backups" / "repository.json").exists()
+    assert " to " in out and "2 user(s)" in out, out
+    # Nothing changed since the last one: nothing new is written, and no
+    # media file is read again.
+    leitner(server, "backup", dest)
+    again = leitner(server, "backup", dest).stdout
+    assert "(0 new chunks), read " in again, again
+    # Three in one day: the newest of the day is kept.
+    listed = leitner(server, "restore-backup", dest, "--list").stdout
+    assert len(listed.splitlines()) == 1 + 1 + 1, listed
 
     # Restored into an empty data folder, served, and downloaded by a client.
     other = Server(tmp_path / "restored", users=("alice:secret",))
     other.data.mkdir()
+    archive = dest
     leitner(other, "restore-backup", archive)
     check = leitner(other, "check")
     assert "alice: ok" in check.stdout and "bob: ok" in check.stdout
@@ -356,17 +365,18 @@ def as_owner(server_factory, tmp_path, owner):
     leitner(server, "user", "add", "eve", "--password-stdin", stdin="pw\n")
     for path in [data / "leitner-users.json", data / "eve"]:
         assert path.stat().st_uid == owner, path
-    # The archive goes where only root may write; reading it back likewise.
+    # Backups go where only root may write, and the service's user cannot
+    # change them; reading them back likewise.
     vault = tmp_path / "vault"
     vault.mkdir(mode=0o700)
-    leitner(server, "backup", vault / "b.tar.zst")
-    assert (vault / "b.tar.zst").stat().st_uid == 0
+    leitner(server, "backup", vault)
+    assert all(p.stat().st_uid == 0 for p in vault.rglob("*"))
     assert [p.name for p in data.iterdir() if "tmp" in p.name] == []
     other = tmp_path / "other"
     other.mkdir(mode=0o700)
     os.chown(other, owner, owner)
     restored = Server(other, users=())
-    leitner(restored, "restore-backup", vault / "b.tar.zst")
+    leitner(restored, "restore-backup", vault)
     assert all(p.stat().st_uid == owner for p in other.rglob("*")), list(other.rglob("*"))
 
 

@@ -337,22 +337,28 @@ impl Store {
         self.conn.execute_batch("PRAGMA shrink_memory")
     }
 
-    /// Writes a consistent copy of the database to `path` (a read
-    /// transaction: uploads wait, nothing else does). Blocking.
-    pub(crate) fn copy_to(&self, path: &Path) -> rusqlite::Result<()> {
-        self.conn
-            .execute("VACUUM INTO ?", [path.to_string_lossy()])
-            .map(|_| ())
+    /// Folds the write-ahead log into the database file, so that the file
+    /// alone is the whole store: for a backup that reads it while the store
+    /// is held. Blocking.
+    pub(crate) fn checkpoint(&self) -> rusqlite::Result<()> {
+        crate::storage::collection::checkpoint(&self.conn)
     }
-}
 
-/// The live files a media database lists (name, size), read from a copy or
-/// from a store nobody writes. Blocking.
-pub(crate) fn live_files(db: &Path) -> rusqlite::Result<Vec<(String, u64)>> {
-    let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let mut stmt = conn.prepare("SELECT fname, size FROM media WHERE size > 0 ORDER BY fname")?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
-    rows.collect()
+    /// Every live file: name, SHA-1 and size, in name order. Blocking.
+    pub(crate) fn live_files(&self) -> rusqlite::Result<Vec<(String, [u8; 20], u64)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT fname, csum, size FROM media WHERE size > 0 ORDER BY fname")?;
+        let rows = stmt.query_map([], |r| {
+            let csum: Vec<u8> = r.get(1)?;
+            Ok((
+                r.get::<_, String>(0)?,
+                csum.try_into().unwrap_or([0; 20]),
+                r.get::<_, i64>(2)? as u64,
+            ))
+        })?;
+        rows.collect()
+    }
 }
 
 /// A fresh name in the staging folder, unique within this process; the

@@ -1,20 +1,20 @@
-//! The backup archive: one zstd-compressed tar file holding, for every user,
-//! a consistent copy of their collection (`NAME/collection.anki2`), of their
-//! media database (`NAME/media.db`) and their media files
-//! (`NAME/media/FILE`), plus the users store (`leitner-users.json`) and a
-//! manifest (`leitner-backup.json`, first). Snapshots are not included: they
-//! are backups themselves, and would multiply the size.
+//! The single-file backup archive that `leitner backup` wrote up to 0.2,
+//! still restored: one zstd-compressed tar file holding, for every user, a
+//! copy of their collection (`NAME/collection.anki2`), media database
+//! (`NAME/media.db`) and media files (`NAME/media/FILE`), plus the users
+//! store (`leitner-users.json`) and a manifest (`leitner-backup.json`,
+//! first).
 //!
-//! Writing never holds an archive in memory; reading checks every path
-//! (one user folder deep, names a user and a media file may have) before
-//! anything is written.
+//! Reading checks every path (one user folder deep, names a user and a
+//! media file may have) before anything is written.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::BackupError;
 use crate::ground::durable;
 
 pub(crate) const MANIFEST: &str = "leitner-backup.json";
@@ -28,107 +28,6 @@ pub(crate) struct Manifest {
     /// Milliseconds since 1970.
     pub(crate) created: i64,
     pub(crate) users: Vec<String>,
-}
-
-/// An archive being written to a temp file beside its destination; it
-/// appears under its name only when [`Writer::finish`] succeeds.
-pub(crate) struct Writer {
-    tar: Option<tar::Builder<zstd::stream::write::Encoder<'static, BufWriter<File>>>>,
-    temp: PathBuf,
-    dest: PathBuf,
-    finished: bool,
-    /// Bytes of content added so far, for progress lines.
-    pub(crate) added: u64,
-}
-
-impl Writer {
-    pub(crate) fn create(dest: &Path, manifest: &Manifest) -> io::Result<Writer> {
-        let dir = dest.parent().unwrap_or(Path::new("."));
-        let temp = durable::temp_path(dir, "backup");
-        let file = durable::create_private(&temp)?;
-        let encoder =
-            zstd::stream::write::Encoder::new(BufWriter::with_capacity(1 << 16, file), 3)?;
-        let mut writer = Writer {
-            tar: Some(tar::Builder::new(encoder)),
-            temp,
-            dest: dest.to_owned(),
-            finished: false,
-            added: 0,
-        };
-        let json = serde_json::to_vec_pretty(manifest).map_err(io::Error::other)?;
-        writer.add(MANIFEST, json.len() as u64, &mut &json[..])?;
-        Ok(writer)
-    }
-
-    /// Adds `len` bytes from `from` as `name` (a relative path with `/`).
-    pub(crate) fn add(&mut self, name: &str, len: u64, from: &mut impl Read) -> io::Result<()> {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(len);
-        header.set_mode(0o600);
-        header.set_mtime((crate::ground::clock::now_millis() / 1000).max(0) as u64);
-        header.set_entry_type(tar::EntryType::Regular);
-        // A file that shrank meanwhile must not leave the archive short.
-        let mut exact = from.take(len).chain(io::repeat(0).take(len));
-        self.tar.as_mut().expect("not finished").append_data(
-            &mut header,
-            name,
-            (&mut exact).take(len),
-        )?;
-        self.added += len;
-        Ok(())
-    }
-
-    /// Adds a file from disk.
-    pub(crate) fn add_file(&mut self, name: &str, path: &Path) -> io::Result<()> {
-        let mut file = File::open(path)?;
-        let len = file.metadata()?.len();
-        self.add(name, len, &mut file)
-    }
-
-    /// Completes the archive: flushed, fsynced, renamed into place.
-    pub(crate) fn finish(mut self) -> io::Result<PathBuf> {
-        let tar = self.tar.take().expect("finished once");
-        let encoder = tar.into_inner()?;
-        let file = encoder.finish()?.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        durable::commit_rename(&self.temp, &self.dest)?;
-        self.finished = true;
-        Ok(self.dest.clone())
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        // Unfinished (an error on the way): no half-written archive stays.
-        if !self.finished {
-            let _ = durable::remove_if_present(&self.temp);
-        }
-    }
-}
-
-/// Why an archive cannot be restored.
-#[derive(Debug)]
-pub(crate) enum BackupError {
-    Io(io::Error),
-    /// Not an archive this leitner wrote, or damaged.
-    Invalid(String),
-}
-
-impl std::fmt::Display for BackupError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BackupError::Io(e) => e.fmt(f),
-            BackupError::Invalid(why) => write!(f, "not a usable leitner backup: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for BackupError {}
-
-impl From<io::Error> for BackupError {
-    fn from(e: io::Error) -> Self {
-        BackupError::Io(e)
-    }
 }
 
 fn invalid(why: impl Into<String>) -> BackupError {
@@ -249,20 +148,30 @@ mod tests {
         }
     }
 
+    /// An archive as leitner 0.2 wrote it.
+    fn archive(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut tar = tar::Builder::new(Vec::new());
+        let json = serde_json::to_vec(&manifest()).unwrap();
+        for (name, data) in [(MANIFEST, &json[..])].iter().chain(entries) {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o600);
+            header.set_entry_type(tar::EntryType::Regular);
+            tar.append_data(&mut header, name, *data).unwrap();
+        }
+        zstd::encode_all(&tar.into_inner().unwrap()[..], 3).unwrap()
+    }
+
     #[test]
-    fn an_archive_round_trips_and_appears_only_when_finished() {
+    fn an_archive_unpacks() {
         let dir = tempfile::tempdir().unwrap();
-        let dest = dir.path().join("b.tar.zst");
-        let mut writer = Writer::create(&dest, &manifest()).unwrap();
-        writer
-            .add("alice/collection.anki2", 3, &mut &b"col"[..])
-            .unwrap();
         let long = format!("alice/media/{}.jpg", "é".repeat(100));
-        writer.add(&long, 2, &mut &b"jp"[..]).unwrap();
-        // A source that comes up short is padded, not a broken archive.
-        writer.add("alice/media.db", 5, &mut &b"db"[..]).unwrap();
-        assert!(!dest.exists());
-        writer.finish().unwrap();
+        let dest = dir.path().join("b.tar.zst");
+        std::fs::write(
+            &dest,
+            archive(&[("alice/collection.anki2", b"col"), (&long, b"jp")]),
+        )
+        .unwrap();
         let out = dir.path().join("out");
         std::fs::create_dir(&out).unwrap();
         let read = extract(File::open(&dest).unwrap(), &out, |_| {}).unwrap();
@@ -272,12 +181,6 @@ mod tests {
             b"col"
         );
         assert_eq!(std::fs::read(out.join(&long)).unwrap(), b"jp");
-        assert_eq!(
-            std::fs::read(out.join("alice/media.db")).unwrap(),
-            b"db\0\0\0"
-        );
-        // Only the archive is left beside it.
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 
     #[test]

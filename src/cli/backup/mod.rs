@@ -1,0 +1,393 @@
+//! `leitner backup` and `leitner restore-backup`.
+
+mod restore;
+mod run;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use lexopt::Arg::{Long, Short, Value};
+use lexopt::ValueExt;
+
+use super::{context, help, human_bytes, Error, Outcome};
+use crate::service::backups::{Destination, Settings};
+use crate::service::config::Config;
+use crate::service::control::Coordinator;
+use crate::storage::backup::repository::FOLDER;
+use crate::storage::backup::target::{Folder, Target};
+use crate::storage::backup::{BackupError, Repository};
+
+const BACKUP_HELP: &str = "\
+usage: leitner backup [DEST] [--passphrase-file FILE]
+
+Backs up every user's collection, media database and media files, and the
+users store, while the server runs. Without DEST, to every destination in
+LEITNER_BACKUP_TO (what the nightly timer runs); with DEST, into the folder
+DEST/leitner-backups (created if missing).
+
+A backup adds only what changed since the one before: media files an earlier
+backup has are not read again, and a collection's unchanged parts are shared.
+Everything written is read back and checked before the backup counts. Old
+backups are thinned to LEITNER_BACKUP_KEEP (7 daily, 4 weekly, 6 monthly).
+Snapshots are left out.
+
+--passphrase-file FILE  encrypt with the passphrase on FILE's first line
+                        (default: LEITNER_BACKUP_PASSPHRASE_FILE). A new
+                        repository is encrypted if a passphrase is given;
+                        keep the passphrase somewhere else too: without it,
+                        nothing can be restored.
+";
+
+const RESTORE_HELP: &str = "\
+usage: leitner restore-backup [SOURCE] [--at NAME] [--list] [--replace]
+                              [--passphrase-file FILE]
+
+Puts a backup back into the data folder (SYNC_BASE). SOURCE is a folder
+holding leitner-backups/ (or that folder itself), or an archive
+(.tar.zst) made by leitner 0.2; without SOURCE, the destinations in
+LEITNER_BACKUP_TO are searched. The newest backup is restored unless --at
+names another.
+
+The data folder must hold no users, or the server must be stopped and
+--replace given: the users found there are then moved aside into
+SYNC_BASE/leitner-replaced-TIME/ (nothing is deleted). Everything is
+unpacked and checked before anything is moved in.
+
+--list             list the backups and restore nothing
+--at NAME          restore this backup (a name --list shows)
+--replace          with the server stopped, move the present users aside first
+--passphrase-file  as for `leitner backup`
+";
+
+pub(super) fn backup(args: Vec<OsString>) -> Outcome {
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut dest = None;
+    let mut passphrase_file = None;
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("help") | Short('h') => return help(BACKUP_HELP),
+            Long("passphrase-file") => passphrase_file = Some(PathBuf::from(parser.value()?)),
+            Value(v) if dest.is_none() => dest = Some(PathBuf::from(v)),
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    let config = context()?;
+    let settings = settings()?;
+    let destinations = match dest {
+        Some(path) => vec![Destination::Folder(absolute(&path)?)],
+        None if settings.to.is_empty() => return Err(Error::usage(
+            "backup: where to? (leitner backup DEST, or LEITNER_BACKUP_TO in the configuration)",
+        )),
+        None => settings.to.clone(),
+    };
+    let passphrase = passphrase(
+        passphrase_file
+            .as_deref()
+            .or(settings.passphrase_file.as_deref()),
+    )?;
+    let users: Vec<String> = super::all_users(&config)?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    let coordinator = Coordinator::new(&config.base).map_err(|e| Error::failed(e.to_string()))?;
+    let mut failures = Vec::new();
+    for destination in &destinations {
+        let outcome = open(destination, passphrase.as_deref(), true).and_then(|mut repo| {
+            run::run(&config, &coordinator, &users, &mut repo, settings.keep)
+                .map_err(|f| f.to_string())
+        });
+        match outcome {
+            Ok(report) => {
+                for warning in &report.warnings {
+                    eprintln!("leitner: backup to {destination}: {warning}");
+                }
+                let s = report.stats;
+                println!(
+                    "backup {} to {destination}: {} user(s), {} of data; wrote {} ({} new \
+                     chunks), read {}, {} unchanged media not read; removed {} old backup(s)",
+                    report.record,
+                    report.users,
+                    human_bytes(report.size),
+                    human_bytes(s.written),
+                    s.chunks_written,
+                    human_bytes(s.read),
+                    human_bytes(s.reused),
+                    report.pruned_records,
+                );
+            }
+            Err(why) => {
+                eprintln!("leitner: backup to {destination} failed: {why}");
+                failures.push(destination.to_string());
+            }
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::failed(format!(
+            "backup failed for {} (see above); earlier backups there are intact",
+            failures.join(", ")
+        )))
+    }
+}
+
+pub(super) fn restore_backup(args: Vec<OsString>) -> Outcome {
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut source = None;
+    let mut at = None;
+    let mut list = false;
+    let mut replace = false;
+    let mut passphrase_file = None;
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("help") | Short('h') => return help(RESTORE_HELP),
+            Long("replace") => replace = true,
+            Long("list") => list = true,
+            Long("at") => at = Some(parser.value()?.string()?),
+            Long("passphrase-file") => passphrase_file = Some(PathBuf::from(parser.value()?)),
+            Value(v) if source.is_none() => source = Some(PathBuf::from(v)),
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    let config = context()?;
+    let settings = settings()?;
+    let passphrase = passphrase(
+        passphrase_file
+            .as_deref()
+            .or(settings.passphrase_file.as_deref()),
+    )?;
+
+    // An archive of leitner 0.2: one file.
+    if let Some(path) = source.as_deref().filter(|p| super::as_root(|| p.is_file())) {
+        if list || at.is_some() {
+            return Err(Error::usage(
+                "restore-backup: an archive holds one backup; --list and --at are for repositories",
+            ));
+        }
+        let file = super::as_root(|| std::fs::File::open(path))
+            .map_err(|e| Error::failed(format!("{}: {e}", path.display())))?;
+        let present = check_target_folder(&config, replace)?;
+        let restored = restore::restore(&config, restore::Source::Archive(path, file), &present)?;
+        return done(&restored, &path.display().to_string());
+    }
+
+    let destinations = match source {
+        Some(path) => vec![Destination::Folder(absolute(&path)?)],
+        None if settings.to.is_empty() => {
+            return Err(Error::usage(
+                "restore-backup: from where? (a folder or an archive, or LEITNER_BACKUP_TO in the configuration)",
+            ))
+        }
+        None => settings.to.clone(),
+    };
+    // The newest backup among the destinations (or the one --at names).
+    let mut best: Option<(String, Repository, String)> = None;
+    let mut complaints = Vec::new();
+    for destination in &destinations {
+        let mut repo = match open(destination, passphrase.as_deref(), false) {
+            Ok(repo) => repo,
+            Err(why) => {
+                complaints.push(format!("{destination}: {why}"));
+                continue;
+            }
+        };
+        let names = repo
+            .records()
+            .map_err(|e| Error::failed(format!("{destination}: {e}")))?;
+        if list {
+            println!("{destination}:");
+            list_records(&mut repo, &names);
+            continue;
+        }
+        let pick = match &at {
+            Some(wanted) => names.iter().find(|n| *n == wanted).cloned(),
+            None => names.last().cloned(),
+        };
+        if let Some(name) = pick {
+            if best.as_ref().map_or(true, |(b, _, _)| name > *b) {
+                best = Some((name, repo, destination.to_string()));
+            }
+        }
+    }
+    for complaint in &complaints {
+        eprintln!("leitner: {complaint}");
+    }
+    if list {
+        return Ok(());
+    }
+    let Some((name, mut repo, from)) = best else {
+        return Err(Error::failed(match at {
+            Some(at) => format!("no backup named {at} (see restore-backup --list)"),
+            None => "no backup found".to_owned(),
+        }));
+    };
+    let present = check_target_folder(&config, replace)?;
+    let host = run::host_name();
+    repo.lock(&host)
+        .map_err(|e| Error::failed(format!("{from}: {e}")))?;
+    let restored = restore::restore(
+        &config,
+        restore::Source::Repository(&mut repo, &name),
+        &present,
+    )?;
+    let _ = repo.unlock();
+    done(&restored, &format!("{from} ({name})"))
+}
+
+fn done(restored: &restore::Restored, from: &str) -> Outcome {
+    println!(
+        "restored {} user(s) from {from} (a backup of {} by leitner {})",
+        restored.users.len(),
+        super::utc_time(restored.created),
+        restored.version
+    );
+    Ok(())
+}
+
+fn list_records(repo: &mut Repository, names: &[String]) {
+    let mut rows = Vec::new();
+    for name in names {
+        match repo.read_record(name) {
+            Ok(r) => rows.push(vec![
+                name.clone(),
+                super::utc_time(r.created),
+                r.users
+                    .iter()
+                    .map(|u| u.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                human_bytes(r.size()),
+            ]),
+            Err(e) => rows.push(vec![
+                name.clone(),
+                "-".into(),
+                format!("does not read: {e}"),
+                "-".into(),
+            ]),
+        }
+    }
+    super::print_table(&["NAME", "TIME", "USERS", "SIZE"], &rows);
+}
+
+/// The users in the data folder, if a restore may go there (none, or the
+/// server stopped and `replace`).
+fn check_target_folder(config: &Config, replace: bool) -> Result<Vec<String>, Error> {
+    std::fs::create_dir_all(&config.base)
+        .map_err(|e| Error::failed(format!("{}: {e}", config.base.display())))?;
+    let coordinator = Coordinator::new(&config.base).map_err(|e| Error::failed(e.to_string()))?;
+    let present = restore::present_users(config)?;
+    if !present.is_empty() {
+        if coordinator.server_running() {
+            return Err(Error::failed(format!(
+                "the server is running and {} holds users ({}): stop it first \
+                 (sudo systemctl stop leitner.socket leitner.service), or restore into an \
+                 empty data folder",
+                config.base.display(),
+                present.join(", ")
+            )));
+        }
+        if !replace {
+            return Err(Error::failed(format!(
+                "{} holds users ({}): add --replace to move them aside first",
+                config.base.display(),
+                present.join(", ")
+            )));
+        }
+    }
+    Ok(present)
+}
+
+fn settings() -> Result<Settings, Error> {
+    Settings::from_vars(super::config_var).map_err(Error::usage)
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, Error> {
+    std::path::absolute(path).map_err(|e| Error::usage(format!("{}: {e}", path.display())))
+}
+
+/// The passphrase on the first line of `file` (which may be root's alone).
+fn passphrase(file: Option<&Path>) -> Result<Option<String>, Error> {
+    let Some(file) = file else { return Ok(None) };
+    let text = super::as_root(|| std::fs::read_to_string(file)).map_err(|e| {
+        Error::failed(format!(
+            "the backup passphrase file {}: {e}",
+            file.display()
+        ))
+    })?;
+    let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
+    if line.is_empty() {
+        return Err(Error::failed(format!(
+            "the backup passphrase file {} is empty",
+            file.display()
+        )));
+    }
+    Ok(Some(line.to_owned()))
+}
+
+/// Opens (or with `create`, starts) the repository at a destination.
+fn open(
+    destination: &Destination,
+    passphrase: Option<&str>,
+    create: bool,
+) -> Result<Repository, String> {
+    let target: Box<dyn Target> = match destination {
+        Destination::Folder(path) => Box::new(AsRoot(super::as_root(|| folder(path, create))?)),
+        Destination::Usb { .. } | Destination::Sftp { .. } => {
+            return Err("this kind of destination is not supported yet".into())
+        }
+    };
+    Repository::open(target, passphrase, create).map_err(|e: BackupError| e.to_string())
+}
+
+/// The repository folder for a destination folder: the folder itself if it
+/// is one, else its `leitner-backups`, made if missing.
+fn folder(path: &Path, create: bool) -> Result<Folder, String> {
+    let repo = if path.join("repository.json").exists() || path.file_name() == Some(FOLDER.as_ref())
+    {
+        path.to_owned()
+    } else {
+        path.join(FOLDER)
+    };
+    if !create && !repo.is_dir() {
+        return Err(format!("no leitner backups in {}", path.display()));
+    }
+    Folder::open(&repo).map_err(|e| format!("{}: {e}", repo.display()))
+}
+
+/// A destination used with root's rights when the command was started as
+/// root: backups may go where only root may write, and the service's own
+/// user cannot change or remove them.
+struct AsRoot<T>(T);
+
+impl<T: Target> Target for AsRoot<T> {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    fn read(&mut self, path: &str, limit: u64) -> std::io::Result<Vec<u8>> {
+        super::as_root(|| self.0.read(path, limit))
+    }
+    fn write(&mut self, path: &str, data: &[u8]) -> std::io::Result<()> {
+        super::as_root(|| self.0.write(path, data))
+    }
+    fn create_new(&mut self, path: &str, data: &[u8]) -> std::io::Result<()> {
+        super::as_root(|| self.0.create_new(path, data))
+    }
+    fn list(&mut self, dir: &str) -> std::io::Result<Vec<String>> {
+        super::as_root(|| self.0.list(dir))
+    }
+    fn make_dir(&mut self, dir: &str) -> std::io::Result<()> {
+        super::as_root(|| self.0.make_dir(dir))
+    }
+    fn remove(&mut self, path: &str) -> std::io::Result<()> {
+        super::as_root(|| self.0.remove(path))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        super::as_root(|| self.0.flush())
+    }
+    fn uncache(&mut self, path: &str) {
+        super::as_root(|| self.0.uncache(path))
+    }
+    fn free_space(&mut self) -> Option<u64> {
+        super::as_root(|| self.0.free_space())
+    }
+}
