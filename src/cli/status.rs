@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::{context, help, human_bytes, print_table, utc_time, Error, Outcome};
 use crate::service::control;
+use crate::storage::backup::status as backup_status;
 use crate::storage::data_dir::SeenMap;
 
 const HELP: &str = "\
@@ -18,7 +19,9 @@ usage: leitner status [--json]
 Prints the version, the data folder and the free space on its disk, whether
 the server runs (socket-activated and idle counts as running), and for each
 user: collection size, notes, cards, reviews, media files and bytes, when
-they last synced and with which client.
+they last synced and with which client; and each backup destination, with
+its last backup's time, size and outcome (a warning when the newest good
+backup is more than two days old).
 
 --json  the same as one JSON object, for scripts (fields in the README)
 ";
@@ -35,6 +38,19 @@ struct Status {
     server: &'static str,
     server_pid: Option<u32>,
     users: Vec<UserStatus>,
+    backups: Vec<BackupStatus>,
+}
+
+#[derive(Serialize)]
+struct BackupStatus {
+    /// As `LEITNER_BACKUP_TO` names it, or the folder given to `leitner backup`.
+    destination: String,
+    /// In `LEITNER_BACKUP_TO` (backed up nightly), or only used by hand.
+    configured: bool,
+    last_run: Option<backup_status::Run>,
+    last_good: Option<backup_status::Run>,
+    /// No good backup there, or the newest is more than two days old.
+    stale: bool,
 }
 
 #[derive(Serialize)]
@@ -80,7 +96,9 @@ pub(super) fn run(args: Vec<OsString>) -> Outcome {
         .into_iter()
         .map(|(name, source)| user_status(&config.base, name, source, &seen))
         .collect();
+    let backups = backups(&config.base)?;
     let status = Status {
+        backups,
         version: env!("CARGO_PKG_VERSION").into(),
         data_dir: config.base.display().to_string(),
         disk_free_bytes: free,
@@ -114,6 +132,7 @@ fn print_text(s: &Status) {
         _ => "stopped".into(),
     };
     println!("server   {server}");
+    print_backups(&s.backups);
     println!("users    {}", s.users.len());
     if s.users.is_empty() {
         return;
@@ -162,6 +181,72 @@ fn print_text(s: &Status) {
         ],
         &rows,
     );
+}
+
+/// Every configured destination, and any other a backup was made to.
+fn backups(base: &Path) -> Result<Vec<BackupStatus>, Error> {
+    let settings =
+        crate::service::backups::Settings::from_vars(super::config_var).map_err(Error::usage)?;
+    let mut recorded = backup_status::load(base).destinations;
+    let now = crate::ground::clock::now_millis();
+    let entry =
+        |destination: String, configured: bool, d: backup_status::Destination| BackupStatus {
+            stale: d.stale(now),
+            destination,
+            configured,
+            last_run: d.last_run,
+            last_good: d.last_good,
+        };
+    let mut all: Vec<BackupStatus> = settings
+        .to
+        .iter()
+        .map(|to| {
+            let name = to.to_string();
+            let d = recorded.remove(&name).unwrap_or_default();
+            entry(name, true, d)
+        })
+        .collect();
+    all.extend(recorded.into_iter().map(|(name, d)| entry(name, false, d)));
+    Ok(all)
+}
+
+fn print_backups(backups: &[BackupStatus]) {
+    if backups.is_empty() {
+        println!("backups  none set (LEITNER_BACKUP_TO, or backup= in leitner.txt)");
+        return;
+    }
+    for (i, b) in backups.iter().enumerate() {
+        let label = if i == 0 { "backups" } else { "" };
+        let last = match &b.last_run {
+            None => "never run".to_owned(),
+            Some(run) if run.ok => format!(
+                "last {}, ok ({}, wrote {})",
+                utc_time(run.finished_ms),
+                human_bytes(run.size_bytes),
+                human_bytes(run.written_bytes)
+            ),
+            Some(run) => format!(
+                "last {}, FAILED: {}",
+                utc_time(run.finished_ms),
+                run.message.as_deref().unwrap_or("?")
+            ),
+        };
+        let by_hand = if b.configured { "" } else { " (by hand)" };
+        println!("{label:<8} {}{by_hand}: {last}", b.destination);
+        if b.configured && b.stale {
+            let newest = match &b.last_good {
+                Some(good) => format!(
+                    "the newest good backup is from {}",
+                    utc_time(good.finished_ms)
+                ),
+                None => "there is no good backup yet".to_owned(),
+            };
+            println!(
+                "warning  {}: {newest} (more than two days ago)",
+                b.destination
+            );
+        }
+    }
 }
 
 fn user_status(base: &Path, name: String, source: String, seen: &SeenMap) -> UserStatus {

@@ -2,6 +2,7 @@
 
 mod restore;
 mod run;
+mod usb;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -15,10 +16,10 @@ use crate::service::config::Config;
 use crate::service::control::Coordinator;
 use crate::storage::backup::repository::FOLDER;
 use crate::storage::backup::target::{Folder, Target};
-use crate::storage::backup::{BackupError, Repository};
+use crate::storage::backup::{status, BackupError, Repository};
 
 const BACKUP_HELP: &str = "\
-usage: leitner backup [DEST] [--passphrase-file FILE]
+usage: leitner backup [DEST] [--passphrase-file FILE] [--if-set]
 
 Backs up every user's collection, media database and media files, and the
 users store, while the server runs. Without DEST, to every destination in
@@ -31,6 +32,8 @@ Everything written is read back and checked before the backup counts. Old
 backups are thinned to LEITNER_BACKUP_KEEP (7 daily, 4 weekly, 6 monthly).
 Snapshots are left out.
 
+--if-set                without DEST and LEITNER_BACKUP_TO, do nothing
+                        (what the nightly timer runs)
 --passphrase-file FILE  encrypt with the passphrase on FILE's first line
                         (default: LEITNER_BACKUP_PASSPHRASE_FILE). A new
                         repository is encrypted if a passphrase is given;
@@ -63,9 +66,11 @@ pub(super) fn backup(args: Vec<OsString>) -> Outcome {
     let mut parser = lexopt::Parser::from_args(args);
     let mut dest = None;
     let mut passphrase_file = None;
+    let mut if_set = false;
     while let Some(arg) = parser.next()? {
         match arg {
             Long("help") | Short('h') => return help(BACKUP_HELP),
+            Long("if-set") => if_set = true,
             Long("passphrase-file") => passphrase_file = Some(PathBuf::from(parser.value()?)),
             Value(v) if dest.is_none() => dest = Some(PathBuf::from(v)),
             other => return Err(other.unexpected().into()),
@@ -75,6 +80,10 @@ pub(super) fn backup(args: Vec<OsString>) -> Outcome {
     let settings = settings()?;
     let destinations = match dest {
         Some(path) => vec![Destination::Folder(absolute(&path)?)],
+        None if settings.to.is_empty() && if_set => {
+            println!("no backup destination is set (LEITNER_BACKUP_TO, or backup= in leitner.txt)");
+            return Ok(());
+        }
         None if settings.to.is_empty() => return Err(Error::usage(
             "backup: where to? (leitner backup DEST, or LEITNER_BACKUP_TO in the configuration)",
         )),
@@ -92,10 +101,40 @@ pub(super) fn backup(args: Vec<OsString>) -> Outcome {
     let coordinator = Coordinator::new(&config.base).map_err(|e| Error::failed(e.to_string()))?;
     let mut failures = Vec::new();
     for destination in &destinations {
-        let outcome = open(destination, passphrase.as_deref(), true).and_then(|mut repo| {
-            run::run(&config, &coordinator, &users, &mut repo, settings.keep)
-                .map_err(|f| f.to_string())
+        let started = crate::ground::clock::now_millis();
+        let outcome = open(destination, passphrase.as_deref(), true).and_then(|mut opened| {
+            run::run(
+                &config,
+                &coordinator,
+                &users,
+                &mut opened.repo,
+                settings.keep,
+            )
+            .map_err(|f| f.to_string())
         });
+        let mut run = status::Run {
+            started_ms: started,
+            finished_ms: crate::ground::clock::now_millis(),
+            ok: outcome.is_ok(),
+            message: None,
+            backup: None,
+            size_bytes: 0,
+            written_bytes: 0,
+        };
+        match &outcome {
+            Ok(report) => {
+                run.backup = Some(report.record.clone());
+                run.size_bytes = report.size;
+                run.written_bytes = report.stats.written;
+                if !report.warnings.is_empty() {
+                    run.message = Some(report.warnings.join("; "));
+                }
+            }
+            Err(why) => run.message = Some(why.clone()),
+        }
+        if let Err(e) = status::record(&config.base, &destination.to_string(), run) {
+            eprintln!("leitner: recording the backup's outcome: {e}");
+        }
         match outcome {
             Ok(report) => {
                 for warning in &report.warnings {
@@ -103,9 +142,11 @@ pub(super) fn backup(args: Vec<OsString>) -> Outcome {
                 }
                 let s = report.stats;
                 println!(
-                    "backup {} to {destination}: {} user(s), {} of data; wrote {} ({} new \
-                     chunks), read {}, {} unchanged media not read; removed {} old backup(s)",
+                    "backup {}{} to {destination}: {} user(s), {} of data; wrote {} ({} new \
+                     chunks), read {}, {} unchanged media not read; removed {} old backup(s) \
+                     and {} chunk(s) no backup needs",
                     report.record,
+                    if report.encrypted { " (encrypted)" } else { "" },
                     report.users,
                     human_bytes(report.size),
                     human_bytes(s.written),
@@ -113,6 +154,7 @@ pub(super) fn backup(args: Vec<OsString>) -> Outcome {
                     human_bytes(s.read),
                     human_bytes(s.reused),
                     report.pruned_records,
+                    report.pruned_chunks,
                 );
             }
             Err(why) => {
@@ -181,22 +223,23 @@ pub(super) fn restore_backup(args: Vec<OsString>) -> Outcome {
         None => settings.to.clone(),
     };
     // The newest backup among the destinations (or the one --at names).
-    let mut best: Option<(String, Repository, String)> = None;
+    let mut best: Option<(String, Opened, String)> = None;
     let mut complaints = Vec::new();
     for destination in &destinations {
-        let mut repo = match open(destination, passphrase.as_deref(), false) {
-            Ok(repo) => repo,
+        let mut opened = match open(destination, passphrase.as_deref(), false) {
+            Ok(opened) => opened,
             Err(why) => {
                 complaints.push(format!("{destination}: {why}"));
                 continue;
             }
         };
-        let names = repo
+        let names = opened
+            .repo
             .records()
             .map_err(|e| Error::failed(format!("{destination}: {e}")))?;
         if list {
             println!("{destination}:");
-            list_records(&mut repo, &names);
+            list_records(&mut opened.repo, &names);
             continue;
         }
         let pick = match &at {
@@ -205,7 +248,7 @@ pub(super) fn restore_backup(args: Vec<OsString>) -> Outcome {
         };
         if let Some(name) = pick {
             if best.as_ref().map_or(true, |(b, _, _)| name > *b) {
-                best = Some((name, repo, destination.to_string()));
+                best = Some((name, opened, destination.to_string()));
             }
         }
     }
@@ -215,7 +258,7 @@ pub(super) fn restore_backup(args: Vec<OsString>) -> Outcome {
     if list {
         return Ok(());
     }
-    let Some((name, mut repo, from)) = best else {
+    let Some((name, mut opened, from)) = best else {
         return Err(Error::failed(match at {
             Some(at) => format!("no backup named {at} (see restore-backup --list)"),
             None => "no backup found".to_owned(),
@@ -223,13 +266,10 @@ pub(super) fn restore_backup(args: Vec<OsString>) -> Outcome {
     };
     let present = check_target_folder(&config, replace)?;
     let host = run::host_name();
+    let repo = &mut opened.repo;
     repo.lock(&host)
         .map_err(|e| Error::failed(format!("{from}: {e}")))?;
-    let restored = restore::restore(
-        &config,
-        restore::Source::Repository(&mut repo, &name),
-        &present,
-    )?;
+    let restored = restore::restore(&config, restore::Source::Repository(repo, &name), &present)?;
     let _ = repo.unlock();
     done(&restored, &format!("{from} ({name})"))
 }
@@ -324,19 +364,40 @@ fn passphrase(file: Option<&Path>) -> Result<Option<String>, Error> {
     Ok(Some(line.to_owned()))
 }
 
+/// A repository opened at a destination, with the drive it is on while
+/// that is mounted for the run.
+struct Opened {
+    repo: Repository,
+    // Dropped after the repository (which lets go of its lock first).
+    _drive: Option<usb::Mounted>,
+}
+
 /// Opens (or with `create`, starts) the repository at a destination.
 fn open(
     destination: &Destination,
     passphrase: Option<&str>,
     create: bool,
-) -> Result<Repository, String> {
-    let target: Box<dyn Target> = match destination {
-        Destination::Folder(path) => Box::new(AsRoot(super::as_root(|| folder(path, create))?)),
-        Destination::Usb { .. } | Destination::Sftp { .. } => {
+) -> Result<Opened, String> {
+    let (target, drive): (Box<dyn Target>, _) = match destination {
+        Destination::Folder(path) => (
+            Box::new(AsRoot(super::as_root(|| folder(path, create))?)),
+            None,
+        ),
+        Destination::Usb { label } => {
+            let drive = usb::mount_drive(label.as_deref())?;
+            let target = AsRoot(super::as_root(|| folder(&drive.root, create))?);
+            (Box::new(target), Some(drive))
+        }
+        Destination::Sftp { .. } => {
             return Err("this kind of destination is not supported yet".into())
         }
     };
-    Repository::open(target, passphrase, create).map_err(|e: BackupError| e.to_string())
+    let repo =
+        Repository::open(target, passphrase, create).map_err(|e: BackupError| e.to_string())?;
+    Ok(Opened {
+        repo,
+        _drive: drive,
+    })
 }
 
 /// The repository folder for a destination folder: the folder itself if it
@@ -386,8 +447,5 @@ impl<T: Target> Target for AsRoot<T> {
     }
     fn uncache(&mut self, path: &str) {
         super::as_root(|| self.0.uncache(path))
-    }
-    fn free_space(&mut self) -> Option<u64> {
-        super::as_root(|| self.0.free_space())
     }
 }

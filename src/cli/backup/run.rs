@@ -24,6 +24,7 @@ use crate::storage::{collection, data_dir, media};
 pub(crate) struct Report {
     pub(crate) record: String,
     pub(crate) users: usize,
+    pub(crate) encrypted: bool,
     /// Bytes of data the backup holds.
     pub(crate) size: u64,
     pub(crate) stats: Stats,
@@ -97,6 +98,7 @@ pub(crate) fn run(
     Ok(Report {
         record: written,
         users: record.users.len(),
+        encrypted: repo.encrypted(),
         size: record.size(),
         stats: repo.stats,
         pruned_records,

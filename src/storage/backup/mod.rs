@@ -9,6 +9,7 @@ pub(crate) mod archive;
 pub(crate) mod record;
 pub(crate) mod repository;
 pub(crate) mod seal;
+pub(crate) mod status;
 pub(crate) mod target;
 
 use std::fmt;

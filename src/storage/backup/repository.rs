@@ -177,16 +177,8 @@ impl Repository {
         }
     }
 
-    pub(crate) fn describe(&self) -> String {
-        self.target.describe()
-    }
-
     pub(crate) fn encrypted(&self) -> bool {
         self.keys.encrypted()
-    }
-
-    pub(crate) fn free_space(&mut self) -> Option<u64> {
-        self.target.free_space()
     }
 
     /// Takes the repository for this run: one backup or restore at a time.

@@ -29,8 +29,6 @@ pub(crate) trait Target {
     /// Lets the next read of `path` come from the disk rather than a cache,
     /// where the target can tell (read-back verification).
     fn uncache(&mut self, _path: &str) {}
-    /// Bytes free on the destination, where it can tell.
-    fn free_space(&mut self) -> Option<u64>;
 }
 
 /// A repository in a local folder.
@@ -150,9 +148,5 @@ impl Target for Folder {
                 nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
             );
         }
-    }
-
-    fn free_space(&mut self) -> Option<u64> {
-        crate::ground::durable::free_space(&self.root)
     }
 }

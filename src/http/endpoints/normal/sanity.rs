@@ -35,9 +35,14 @@ pub(crate) async fn sanity_check(call: &mut Call, account: &Arc<Account>) -> Out
     blocking(move || {
         let request = body.parse()?;
         state.expire_session(idle);
-        if !state.session.as_ref().is_some_and(|s| s.key == key) {
+        let Some(session) = state.session.as_ref().filter(|s| s.key == key) else {
             return Err(Failure::conflict("no sync in progress for this device"));
-        }
+        };
+        // The device last synced with a state newer than this collection:
+        // the collection came back from a backup or a snapshot. What the
+        // device sent since is not enough; a failed check makes it ask its
+        // owner for a full sync, and an upload then keeps its reviews.
+        let ahead = session.client_usn > session.server_usn;
         let conn = state.collection(&dir)?;
         let count = |table: &str| -> rusqlite::Result<i64> {
             conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
@@ -78,11 +83,19 @@ pub(crate) async fn sanity_check(call: &mut Call, account: &Arc<Account>) -> Out
             }
         }
         let same = pending == 0
+            && !ahead
             && client.as_array().map(|c| c.len()) == Some(8)
             && (1..8).all(|i| int(client.get(i)) == int(server.get(i)));
         if !same {
             // The client now rolls back and asks for a full sync; so do we.
-            log::warn!("sanity check failed: client {client}, server {server}");
+            if ahead {
+                log::warn!(
+                    "this device synced past what the server holds (restored): it is asked \
+                     for a full sync"
+                );
+            } else {
+                log::warn!("sanity check failed: client {client}, server {server}");
+            }
             state.abort_session();
         }
         let reply = SanityReply {
