@@ -56,19 +56,27 @@ pub(super) fn run(args: Vec<OsString>) -> Outcome {
     } else {
         None
     };
+    // A raw snapshot the running server is about to compress is work in
+    // progress, not damage.
+    let compressing = crate::service::control::server_status(&config.base)
+        .ok()
+        .flatten()
+        .map(|s| s.compressing)
+        .unwrap_or_default();
     let mut troubled = 0;
     for name in &names {
         let dir = crate::storage::data_dir::user_dir(&config.base, name);
-        let (mut problems, audit) = inspect(&dir);
+        let busy = compressing.contains(name);
+        let (mut problems, audit) = inspect(&dir, busy);
         if repair && !problems.is_empty() {
             let coordinator = coordinator.as_ref().expect("made for --repair");
             let _hold = coordinator
                 .hold(name, Scope::All)
                 .map_err(|e| Error::failed(format!("asking the server to hold {name}: {e}")))?;
-            for done in mend(&config, &dir, &audit) {
+            for done in mend(&config, &dir, &audit, busy) {
                 println!("{name}: repaired: {done}");
             }
-            problems = inspect(&dir).0;
+            problems = inspect(&dir, busy).0;
         }
         if problems.is_empty() {
             println!("{name}: ok");
@@ -92,8 +100,9 @@ pub(super) fn run(args: Vec<OsString>) -> Outcome {
     Ok(())
 }
 
-/// Every problem found in a user's folder, in words; reads only.
-fn inspect(dir: &Path) -> (Vec<String>, Audit) {
+/// Every problem found in a user's folder, in words; reads only. `busy`:
+/// the server is compressing this user's new snapshot.
+fn inspect(dir: &Path, busy: bool) -> (Vec<String>, Audit) {
     let mut problems = Vec::new();
     let mut found = Audit::default();
     let col = dir.join(collection::FILE_NAME);
@@ -121,7 +130,12 @@ fn inspect(dir: &Path) -> (Vec<String>, Audit) {
     let raw = snapshots::list(dir)
         .map(|all| all.iter().filter(|s| s.raw).count())
         .unwrap_or(0);
-    if raw > 0 {
+    if raw > 0 && busy {
+        println!(
+            "{}: the server is compressing {raw} snapshot(s) taken a moment ago (not a problem)",
+            dir.file_name().unwrap_or_default().to_string_lossy()
+        );
+    } else if raw > 0 {
         problems.push(format!("{raw} snapshot(s) not compressed yet"));
     }
     (problems, found)
@@ -187,7 +201,7 @@ fn stale_temps(dir: &Path) -> Vec<std::path::PathBuf> {
 
 /// Fixes what is safe to fix; the user is held. `audit` is what `inspect`
 /// found, so the media folder is not hashed again here. Returns what was done.
-fn mend(config: &Config, dir: &Path, audit: &Audit) -> Vec<String> {
+fn mend(config: &Config, dir: &Path, audit: &Audit, busy: bool) -> Vec<String> {
     let mut done = Vec::new();
     let temps = stale_temps(dir);
     let removed = temps
@@ -197,8 +211,9 @@ fn mend(config: &Config, dir: &Path, audit: &Audit) -> Vec<String> {
     if removed > 0 {
         done.push(format!("removed {removed} temporary file(s)"));
     }
+    // The server compresses its own (two at once would race).
     let raw: Vec<_> = snapshots::list(dir)
-        .map(|all| all.into_iter().filter(|s| s.raw).collect())
+        .map(|all| all.into_iter().filter(|s| s.raw && !busy).collect())
         .unwrap_or_default();
     for snapshot in &raw {
         match snapshots::pack(&snapshot.path, snapshots::Kind::Upload, config.snapshots) {

@@ -29,6 +29,18 @@ pub(crate) struct Account {
     /// replaces or folds the file (an upload's install, a command's hold)
     /// takes it for writing. Taken before the state lock, never after.
     files: Arc<RwLock<()>>,
+    /// Snapshots the server is about to compress or compressing, for
+    /// `leitner check` (which otherwise sees a raw snapshot as a problem).
+    compressing: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts a snapshot as being compressed while it lives.
+pub(crate) struct Compressing(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Compressing {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// What only one request of a user may touch at a time.
@@ -51,7 +63,20 @@ impl Account {
             media_usn: std::sync::atomic::AtomicI64::new(-1),
             seen: std::sync::Mutex::new(None),
             files: Arc::new(RwLock::new(())),
+            compressing: Arc::default(),
         }
+    }
+
+    /// Marks a snapshot of this user as being compressed until the returned
+    /// guard drops.
+    pub(crate) fn compressing(&self) -> Compressing {
+        self.compressing
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Compressing(self.compressing.clone())
+    }
+
+    pub(crate) fn is_compressing(&self) -> bool {
+        self.compressing.load(std::sync::atomic::Ordering::Relaxed) > 0
     }
 
     /// Records a request of this user (kept in memory; saved at shutdown).

@@ -4,7 +4,7 @@
 //! to start.
 //!
 //! - `LEITNER_BACKUP_TO`: destinations, separated by commas or spaces:
-//!   `usb` (a USB drive labelled `LEITNER-BACKUP`, or any USB drive with a
+//!   `usb` (a USB drive labelled `LEITNER`, or any USB drive with a
 //!   `leitner-backups` folder at its top), `usb:LABEL`, an absolute folder
 //!   (`/mnt/nas/leitner`), or another machine over SFTP
 //!   (`sftp://user@host[:port]/path`, or `user@host:path`).
@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use crate::storage::backup::record::Keep;
 
 /// The label a USB drive for backups has unless another is named.
-pub(crate) const USB_LABEL: &str = "LEITNER-BACKUP";
+pub(crate) const USB_LABEL: &str = "LEITNER";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Destination {

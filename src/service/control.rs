@@ -57,6 +57,10 @@ pub(crate) struct ServerStatus {
     /// Started by systemd's socket activation (and so exits when idle).
     pub(crate) activated: bool,
     pub(crate) seen: SeenMap,
+    /// Users with a snapshot the server is about to compress (just after a
+    /// full upload).
+    #[serde(default)]
+    pub(crate) compressing: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -139,6 +143,13 @@ async fn answer(stream: AsyncUnixStream, service: Arc<Service>, activated: bool)
                 pid: std::process::id(),
                 activated,
                 seen: service.seen(),
+                compressing: service
+                    .users
+                    .all()
+                    .iter()
+                    .filter(|k| k.account.is_compressing())
+                    .map(|k| k.account.name.clone())
+                    .collect(),
             };
             let _ = send(
                 &mut writer,

@@ -30,8 +30,12 @@ DATA_PARTITION = "vda4"
 class Pi:
     """The emulated board: its card and its power."""
 
-    def __init__(self, work: Path):
+    def __init__(self, work: Path, usb: Path | None = None):
+        """`usb`: a disk image plugged in as a USB drive."""
         self.work = work
+        self.usb = usb
+        self.usb_plugs = 0
+        self.monitor = work / "monitor.sock"
         work.mkdir(parents=True, exist_ok=True)
         self.card = work / "card.img"
         self.key = work / "id_ed25519"
@@ -66,14 +70,19 @@ class Pi:
         the board; poweroff ends it."""
         self.serial = self.work / f"serial-{self.boots}.log"
         self.boots += 1
+        usb = []
+        if self.usb:
+            usb = ["-device", "qemu-xhci,id=xhci", "-drive", f"if=none,id=usb0,file={self.usb},format=raw",
+                   "-device", "usb-storage,bus=xhci.0,drive=usb0,id=usbdisk"]
         self.proc = subprocess.Popen([
-            "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1024",
+            "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1024", *usb,
             "-accel", "tcg,thread=multi", "-bios", UBOOT,
             "-drive", f"if=none,file={self.card},format=raw,id=d0", "-device", "virtio-blk-pci,drive=d0",
             "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.http_port}-:8080,"
                        f"hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22",
             "-device", "virtio-net-pci,netdev=n0,romfile=",
-            "-display", "none", "-serial", f"file:{self.serial}", "-monitor", "none",
+            "-display", "none", "-serial", f"file:{self.serial}",
+            "-monitor", f"unix:{self.monitor},server=on,wait=off",
         ])
         started = time.monotonic()
         if wait:
@@ -96,6 +105,31 @@ class Pi:
             done = self.ssh("cat /proc/sys/kernel/random/boot_id", check=False, timeout=15)
             return done.returncode != 0 or (boot_id is not None and done.stdout.strip() != boot_id)
         assert wait_for(restarted, timeout=timeout, step=2), "still up"
+
+    def qemu(self, command: str) -> str:
+        """One command to qemu's monitor (the board's hands: a plug pulled)."""
+        import socket
+
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(self.monitor))
+            s.settimeout(10)
+            out = b""
+            while not out.endswith(b"(qemu) "):
+                out += s.recv(4096)
+            s.sendall(command.encode() + b"\n")
+            out = b""
+            while not out.endswith(b"(qemu) "):
+                out += s.recv(4096)
+            return out.decode(errors="replace")
+
+    def pull_usb(self):
+        self.qemu("device_del usbdisk")
+
+    def plug_usb(self):
+        self.usb_plugs += 1
+        drive = f"usb{self.usb_plugs}"
+        self.qemu(f"drive_add 0 if=none,id={drive},file={self.usb},format=raw")
+        self.qemu(f"device_add usb-storage,bus=xhci.0,drive={drive},id=usbdisk")
 
     def console(self) -> str:
         return self.serial.read_text(errors="replace") if self.serial.exists() else ""

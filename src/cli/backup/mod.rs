@@ -42,14 +42,14 @@ Snapshots are left out.
 ";
 
 const RESTORE_HELP: &str = "\
-usage: leitner restore-backup [SOURCE] [--at NAME] [--list] [--replace]
-                              [--passphrase-file FILE]
+usage: leitner restore-backup [SOURCE...] [--at NAME] [--list] [--replace]
+                              [--if-empty] [--passphrase-file FILE]
 
-Puts a backup back into the data folder (SYNC_BASE). SOURCE is a folder
-holding leitner-backups/ (or that folder itself), or an archive
-(.tar.zst) made by leitner 0.2; without SOURCE, the destinations in
-LEITNER_BACKUP_TO are searched. The newest backup is restored unless --at
-names another.
+Puts a backup back into the data folder (SYNC_BASE). A SOURCE is a folder
+holding leitner-backups/ (or that folder itself), usb, usb:LABEL,
+user@host:path, or an archive (.tar.zst) made by leitner 0.2; without
+one, the destinations in LEITNER_BACKUP_TO are searched. The newest backup
+among them is restored unless --at names another.
 
 The data folder must hold no users, or the server must be stopped and
 --replace given: the users found there are then moved aside into
@@ -59,6 +59,10 @@ unpacked and checked before anything is moved in.
 --list             list the backups and restore nothing
 --at NAME          restore this backup (a name --list shows)
 --replace          with the server stopped, move the present users aside first
+--if-empty         only if no user has a collection or media here, and quietly
+                   nothing if no backup is found (what a new card runs at its
+                   first start); users without data stay unless the backup
+                   has them
 --passphrase-file  as for `leitner backup`
 ";
 
@@ -175,19 +179,21 @@ pub(super) fn backup(args: Vec<OsString>) -> Outcome {
 
 pub(super) fn restore_backup(args: Vec<OsString>) -> Outcome {
     let mut parser = lexopt::Parser::from_args(args);
-    let mut source = None;
+    let mut sources: Vec<OsString> = Vec::new();
     let mut at = None;
     let mut list = false;
     let mut replace = false;
+    let mut if_empty = false;
     let mut passphrase_file = None;
     while let Some(arg) = parser.next()? {
         match arg {
             Long("help") | Short('h') => return help(RESTORE_HELP),
             Long("replace") => replace = true,
+            Long("if-empty") => if_empty = true,
             Long("list") => list = true,
             Long("at") => at = Some(parser.value()?.string()?),
             Long("passphrase-file") => passphrase_file = Some(PathBuf::from(parser.value()?)),
-            Value(v) if source.is_none() => source = Some(PathBuf::from(v)),
+            Value(v) => sources.push(v),
             other => return Err(other.unexpected().into()),
         }
     }
@@ -198,29 +204,51 @@ pub(super) fn restore_backup(args: Vec<OsString>) -> Outcome {
             .as_deref()
             .or(settings.passphrase_file.as_deref()),
     )?;
-
-    // An archive of leitner 0.2: one file.
-    if let Some(path) = source.as_deref().filter(|p| super::as_root(|| p.is_file())) {
-        if list || at.is_some() {
-            return Err(Error::usage(
-                "restore-backup: an archive holds one backup; --list and --at are for repositories",
-            ));
+    let mut keep_users = Vec::new();
+    if if_empty {
+        if let Some(name) = restore::user_with_data(&config)? {
+            println!("{name} has a collection or media here: nothing restored");
+            return Ok(());
         }
-        let file = super::as_root(|| std::fs::File::open(path))
-            .map_err(|e| Error::failed(format!("{}: {e}", path.display())))?;
-        let present = check_target_folder(&config, replace)?;
-        let restored = restore::restore(&config, restore::Source::Archive(path, file), &present)?;
-        return done(&restored, &path.display().to_string());
+        // Users set up without data (from leitner.txt, say) stay, unless
+        // the backup has them too.
+        keep_users =
+            crate::storage::users::load(&config.base).map_err(|e| Error::failed(e.to_string()))?;
+        replace = true;
     }
 
-    let destinations = match source {
-        Some(path) => vec![Destination::Folder(absolute(&path)?)],
-        None if settings.to.is_empty() => {
-            return Err(Error::usage(
-                "restore-backup: from where? (a folder or an archive, or LEITNER_BACKUP_TO in the configuration)",
-            ))
+    // An archive of leitner 0.2: one file.
+    if let [source] = &sources[..] {
+        let path = Path::new(source);
+        if super::as_root(|| path.is_file()) {
+            if list || at.is_some() {
+                return Err(Error::usage(
+                    "restore-backup: an archive holds one backup; --list and --at are for repositories",
+                ));
+            }
+            let file = super::as_root(|| std::fs::File::open(path))
+                .map_err(|e| Error::failed(format!("{}: {e}", path.display())))?;
+            let present = check_target_folder(&config, replace)?;
+            let restored =
+                restore::restore(&config, restore::Source::Archive(path, file), &present)?;
+            restore::keep_users(&config, keep_users)?;
+            return done(&restored, &path.display().to_string());
         }
-        None => settings.to.clone(),
+    }
+
+    let destinations = if sources.is_empty() {
+        if settings.to.is_empty() {
+            return Err(Error::usage(
+                "restore-backup: from where? (a folder, usb, user@host:path or an archive; \
+                 or LEITNER_BACKUP_TO in the configuration)",
+            ));
+        }
+        settings.to.clone()
+    } else {
+        sources
+            .iter()
+            .map(source_destination)
+            .collect::<Result<_, _>>()?
     };
     // The newest backup among the destinations (or the one --at names).
     let mut best: Option<(String, Opened, String)> = None;
@@ -259,6 +287,10 @@ pub(super) fn restore_backup(args: Vec<OsString>) -> Outcome {
         return Ok(());
     }
     let Some((name, mut opened, from)) = best else {
+        if if_empty && at.is_none() {
+            println!("no backup found: starting with an empty data folder");
+            return Ok(());
+        }
         return Err(Error::failed(match at {
             Some(at) => format!("no backup named {at} (see restore-backup --list)"),
             None => "no backup found".to_owned(),
@@ -271,7 +303,22 @@ pub(super) fn restore_backup(args: Vec<OsString>) -> Outcome {
         .map_err(|e| Error::failed(format!("{from}: {e}")))?;
     let restored = restore::restore(&config, restore::Source::Repository(repo, &name), &present)?;
     let _ = repo.unlock();
+    restore::keep_users(&config, keep_users)?;
     done(&restored, &format!("{from} ({name})"))
+}
+
+/// A source named on the command line: an existing folder, or a
+/// destination as `LEITNER_BACKUP_TO` names them.
+fn source_destination(source: &OsString) -> Result<Destination, Error> {
+    let path = Path::new(source);
+    if path.is_absolute() || super::as_root(|| path.is_dir()) {
+        return Ok(Destination::Folder(absolute(path)?));
+    }
+    let text = source
+        .to_str()
+        .ok_or_else(|| Error::usage("restore-backup: the source is not UTF-8"))?;
+    crate::service::backups::parse_destination(text)
+        .map_err(|why| Error::usage(format!("restore-backup: {why}")))
 }
 
 fn done(restored: &restore::Restored, from: &str) -> Outcome {

@@ -203,6 +203,36 @@ pub(super) fn present_users(config: &Config) -> Result<Vec<String>, Error> {
     Ok(present)
 }
 
+/// The first user whose folder holds a collection or a media database.
+pub(super) fn user_with_data(config: &Config) -> Result<Option<String>, Error> {
+    for name in present_users(config)? {
+        let dir = data_dir::user_dir(&config.base, &name);
+        if dir.join(collection::FILE_NAME).exists() || media::Store::exists(&dir) {
+            return Ok(Some(name));
+        }
+    }
+    Ok(None)
+}
+
+/// Puts back the users in `kept` that the restored store lacks.
+pub(super) fn keep_users(
+    config: &Config,
+    kept: Vec<crate::storage::users::StoredUser>,
+) -> Result<(), Error> {
+    if kept.is_empty() {
+        return Ok(());
+    }
+    crate::storage::users::edit(&config.base, |users| {
+        for user in kept {
+            if users.iter().all(|u| u.name != user.name) {
+                users.push(user);
+            }
+        }
+        Ok(())
+    })
+    .map_err(|e| Error::failed(e.to_string()))
+}
+
 /// Moves present users aside, then the restored ones in (each a rename in
 /// one file system), the users store last.
 fn move_in(

@@ -4,7 +4,7 @@
 //!
 //! A drive qualifies when it hangs off USB (or is hot-pluggable) and holds
 //! FAT32, exFAT or ext2/3/4, on a partition or on the whole drive. Without a
-//! label named, the one labelled `LEITNER-BACKUP` is taken, else the first
+//! label named, the one labelled `LEITNER` is taken, else the first
 //! with a `leitner-backups` folder at its top.
 
 use std::path::{Path, PathBuf};
@@ -211,7 +211,7 @@ mod tests {
              "children": [{"name": "/dev/mmcblk0p1", "label": "BOOT", "fstype": "vfat", "tran": null, "hotplug": false, "mountpoint": "/boot/firmware"}]},
             {"name": "/dev/sda", "label": null, "fstype": null, "tran": "usb", "hotplug": "1", "mountpoint": null,
              "children": [
-                {"name": "/dev/sda1", "label": "LEITNER-BACKUP", "fstype": "exfat", "tran": null, "hotplug": "1", "mountpoint": null},
+                {"name": "/dev/sda1", "label": "LEITNER", "fstype": "exfat", "tran": null, "hotplug": "1", "mountpoint": null},
                 {"name": "/dev/sda2", "label": null, "fstype": "ntfs", "tran": null, "hotplug": "1", "mountpoint": null}]},
             {"name": "/dev/sdb", "label": "STICK", "fstype": "vfat", "tran": "usb", "hotplug": true, "mountpoint": "/media/stick"}
         ]}"#;
@@ -222,7 +222,7 @@ mod tests {
                 Drive {
                     device: "/dev/sda1".into(),
                     fstype: "exfat".into(),
-                    label: Some("LEITNER-BACKUP".into()),
+                    label: Some("LEITNER".into()),
                     mountpoint: None
                 },
                 Drive {

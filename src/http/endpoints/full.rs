@@ -158,6 +158,7 @@ pub(crate) async fn upload(call: &mut Call, account: &Arc<Account>) -> Outcome<R
     let activity = call.service.activity.clone();
     let service = call.service.clone();
     let account = account.clone();
+    let compressing = account.compressing();
     smol::spawn(async move {
         let (verdict, snapshot) = check_and_install(&account, received).await;
         let _ = verdict_tx
@@ -174,6 +175,7 @@ pub(crate) async fn upload(call: &mut Call, account: &Arc<Account>) -> Outcome<R
                 log::error!("{}: compressing a snapshot failed: {e}", account.name);
             }
         }
+        drop(compressing);
         drop(job);
     })
     .detach();
