@@ -35,6 +35,7 @@ commands:
   snapshot restore USER ID   make a snapshot the user's collection again
   backup [DEST]              back up every user to DEST or LEITNER_BACKUP_TO (incremental)
   restore-backup [SOURCE]    put a backup into an empty or stopped data directory
+  backup-key                 the ssh key for backups to another machine
   check [--repair]           check every collection, media database and media folder
   hash-password              read a password on stdin, print a PHC hash (PASSWORDS_HASHED)
   system status|update|rollback
@@ -78,6 +79,7 @@ pub fn main() -> ExitCode {
         "snapshot" => snapshot::run(args),
         "backup" => backup::backup(args),
         "restore-backup" => backup::restore_backup(args),
+        "backup-key" => backup::backup_key(args),
         "check" => check::run(args),
         "system" => system::run(args),
         "data-format" => {

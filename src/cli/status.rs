@@ -232,6 +232,13 @@ fn print_backups(backups: &[BackupStatus]) {
             ),
         };
         let by_hand = if b.configured { "" } else { " (by hand)" };
+        if i == 0
+            && backups
+                .iter()
+                .any(|b| b.configured && b.destination.starts_with("sftp://"))
+        {
+            println!("ssh      backups to other machines log in with the key `leitner backup-key` prints");
+        }
         println!("{label:<8} {}{by_hand}: {last}", b.destination);
         if b.configured && b.stale {
             let newest = match &b.last_good {

@@ -166,3 +166,87 @@ def test_a_device_that_synced_after_the_backup_loses_nothing(server_factory, tmp
     assert b.col.find_notes('"front:learnt after the backup"')
     a.close()
     b.close()
+
+
+@pytest.fixture
+def sshd(tmp_path):
+    """An OpenSSH server on a free port of 127.0.0.1 that lets root in with
+    the keys in its authorized_keys file, SFTP included (as a NAS would)."""
+    from harness import free_port
+
+    if os.geteuid() != 0 or not os.path.exists("/usr/sbin/sshd"):
+        pytest.skip("needs root and openssh-server (tests/run installs it)")
+    folder = tmp_path / "sshd"
+    folder.mkdir()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / "host")], check=True)
+    authorized = folder / "authorized_keys"
+    authorized.write_text("")
+    port = free_port()
+    (folder / "config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder / 'host'}\n"
+        f"AuthorizedKeysFile {authorized}\nStrictModes no\nPidFile none\nUsePAM no\n"
+        "PermitRootLogin prohibit-password\nPasswordAuthentication no\nSubsystem sftp internal-sftp\n")
+    os.makedirs("/run/sshd", exist_ok=True)
+    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(folder / "config")],
+                            stderr=subprocess.DEVNULL)
+    from harness import accepting, wait_for
+    assert wait_for(lambda: accepting(port), timeout=10)
+    yield port, authorized
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_backups_to_another_machine_over_ssh(server_factory, tmp_path, sshd):
+    port, authorized = sshd
+    remote = tmp_path / "on-the-nas"
+    dest = f"sftp://root@127.0.0.1:{port}{remote}"
+    server = server_factory(env={"LEITNER_BACKUP_TO": dest}).start()
+    dev, auth = synced_device(server, tmp_path)
+
+    # The host does not know this Pi's key yet: the message says what to do.
+    refused = leitner(server, "backup", check=False)
+    assert refused.returncode == 1 and "backup-key" in refused.stderr, refused.stderr
+    key = leitner(server, "backup-key").stdout.strip()
+    assert key.startswith("ssh-ed25519 ")
+    authorized.write_text(key + "\n")
+    out = leitner(server, "backup").stdout
+    assert "1 user(s)" in out, out
+    assert (remote / "leitner-backups" / "repository.json").exists()
+    again = leitner(server, "backup").stdout
+    assert "(0 new chunks)" in again, again
+    assert status(server)["backups"][0]["last_run"]["ok"]
+
+    # Restored elsewhere from the same host (with that server's own key).
+    other = Server(tmp_path / "restored", users=())
+    other.data.mkdir()
+    authorized.write_text(key + "\n" + leitner(other, "backup-key").stdout)
+    leitner(other, "restore-backup", dest)
+    other.users = ("alice:secret",)
+    other.start()
+    try:
+        b = Device(tmp_path / "b")
+        auth_b = b.login(other)
+        b.full_sync(auth_b, upload=False)
+        b.sync_media(auth_b)
+        assert b.col.find_notes(f'"front:{MARK}"')
+        assert b.media_files() == dev.media_files()
+        b.close()
+    finally:
+        other.stop()
+    dev.close()
+
+
+def test_an_unreachable_host_is_a_clear_failure(server_factory, tmp_path):
+    from harness import free_port
+
+    closed = free_port()
+    server = server_factory(env={"LEITNER_BACKUP_TO": f"sftp://root@127.0.0.1:{closed}/srv/x"}).start()
+    dev, auth = synced_device(server, tmp_path)
+    failed = leitner(server, "backup", check=False)
+    assert failed.returncode == 1
+    assert "Connection refused" in failed.stderr and "earlier backups" in failed.stderr, failed.stderr
+    got = status(server)["backups"][0]
+    assert not got["last_run"]["ok"] and "Connection refused" in got["last_run"]["message"]
+    assert got["stale"]
+    assert "warning" in leitner(server, "status").stdout
+    dev.close()

@@ -331,7 +331,7 @@ def test_every_command_has_help_that_matches_the_readme(server):
     from harness import ROOT
 
     readme = (ROOT / "README.md").read_text()
-    for command in ["user", "status", "snapshot", "backup", "restore-backup", "check"]:
+    for command in ["user", "status", "snapshot", "backup", "restore-backup", "backup-key", "check"]:
         out = leitner(server, command, "--help").stdout
         assert out.startswith("usage: leitner " + command), out
         for line in out.splitlines():

@@ -72,6 +72,7 @@ def test_install_listens_without_a_process():
     FIGURES["apt install"] = f"{time.monotonic() - started:.1f} s"
     assert active("leitner.socket") == "active"
     assert active("leitner-snapshot.timer") == "active"
+    assert active("leitner-backup.timer") == "active"
     assert active("leitner.service") == "inactive"
     assert not leitner_running()
     listening = guest("ss -Htln 'sport = :8080'").stdout
@@ -79,7 +80,8 @@ def test_install_listens_without_a_process():
     assert guest("stat -c '%U %a' /var/lib/leitner").stdout.split() == ["leitner", "700"]
     assert guest("getent passwd leitner").stdout.strip()
     assert guest("systemd-analyze verify leitner.socket leitner.service "
-                 "leitner-snapshot.service leitner-snapshot.timer").returncode == 0
+                 "leitner-snapshot.service leitner-snapshot.timer "
+                 "leitner-backup.service leitner-backup.timer").returncode == 0
     score = guest("systemd-analyze security leitner.service --no-pager | tail -n1").stdout.strip()
     FIGURES["exposure"] = score
     print(score)
@@ -154,6 +156,35 @@ def test_the_snapshot_timer_job_runs_hardened():
     guest("systemctl start leitner-snapshot.service")
     listing = guest("leitner snapshot list alice").stdout
     assert "taken" in listing, listing
+
+
+def test_a_nightly_backup_to_a_folder_and_a_restore_onto_a_new_system():
+    # Before anything is set, the timer's job has nothing to do, and says so.
+    guest("systemctl start leitner-backup.service")
+    assert "no backup destination is set" in guest("journalctl -u leitner-backup.service -o cat").stdout
+    # A folder (a mounted disk, say) and a passphrase only root reads.
+    guest("install -d -m700 /srv/backups && (umask 077 && echo 'a passphrase in a drawer' "
+          "> /etc/leitner/backup-passphrase)")
+    guest("printf 'LEITNER_BACKUP_TO=/srv/backups\\nLEITNER_BACKUP_PASSPHRASE_FILE=/etc/leitner/backup-passphrase\\n'"
+          " >> /etc/leitner/leitner.conf")
+    guest("systemctl start leitner-backup.service")
+    log = guest("journalctl -u leitner-backup.service -o cat").stdout
+    assert "(encrypted) to /srv/backups: 1 user(s)" in log, log
+    assert "/srv/backups: last" in guest("leitner status").stdout
+    assert guest("stat -c %U /srv/backups/leitner-backups/repository.json").stdout.strip() == "root"
+
+    # A new system: the data folder empty, the backup restored, and the
+    # device syncs on with nothing to exchange.
+    guest("systemctl stop leitner.socket leitner.service && mv /var/lib/leitner /var/lib/leitner.old "
+          "&& install -d -o leitner -g leitner -m700 /var/lib/leitner")
+    out = guest("leitner restore-backup /srv/backups").stdout
+    assert "restored 1 user(s)" in out, out
+    guest("systemctl start leitner.socket")
+    c = Device(Auth.tmp / "c")
+    assert c.sync(Auth.auth) == Changes.NO_CHANGES
+    assert c.col.find_notes("from a") and c.col.find_notes("from b")
+    c.close()
+    assert guest("stat -c %U /var/lib/leitner/alice/collection.anki2").stdout.strip() == "leitner"
 
 
 def test_upgrade_and_reinstall_keep_everything():

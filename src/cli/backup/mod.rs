@@ -2,6 +2,7 @@
 
 mod restore;
 mod run;
+mod ssh_key;
 mod usb;
 
 use std::ffi::OsString;
@@ -15,6 +16,7 @@ use crate::service::backups::{Destination, Settings};
 use crate::service::config::Config;
 use crate::service::control::Coordinator;
 use crate::storage::backup::repository::FOLDER;
+use crate::storage::backup::sftp::{Login, Sftp};
 use crate::storage::backup::target::{Folder, Target};
 use crate::storage::backup::{status, BackupError, Repository};
 
@@ -106,16 +108,32 @@ pub(super) fn backup(args: Vec<OsString>) -> Outcome {
     let mut failures = Vec::new();
     for destination in &destinations {
         let started = crate::ground::clock::now_millis();
-        let outcome = open(destination, passphrase.as_deref(), true).and_then(|mut opened| {
-            run::run(
-                &config,
-                &coordinator,
-                &users,
-                &mut opened.repo,
-                settings.keep,
-            )
-            .map_err(|f| f.to_string())
-        });
+        let outcome =
+            open(&config.base, destination, passphrase.as_deref(), true).and_then(|mut opened| {
+                let mut report = run::run(
+                    &config,
+                    &coordinator,
+                    &users,
+                    &mut opened.repo,
+                    settings.keep,
+                )
+                .map_err(|f| match &opened.drive {
+                    Some(drive) if !drive.present() => {
+                        format!("the USB drive went away during the backup (pulled out?): {f}")
+                    }
+                    _ => f.to_string(),
+                })?;
+                if let Destination::Folder(folder) = destination {
+                    if same_disk(folder, &config.base) {
+                        report.warnings.push(
+                            "this folder is on the same disk as the data: the backups would not \
+                         survive its loss"
+                                .into(),
+                        );
+                    }
+                }
+                Ok(report)
+            });
         let mut run = status::Run {
             started_ms: started,
             finished_ms: crate::ground::clock::now_millis(),
@@ -254,7 +272,7 @@ pub(super) fn restore_backup(args: Vec<OsString>) -> Outcome {
     let mut best: Option<(String, Opened, String)> = None;
     let mut complaints = Vec::new();
     for destination in &destinations {
-        let mut opened = match open(destination, passphrase.as_deref(), false) {
+        let mut opened = match open(&config.base, destination, passphrase.as_deref(), false) {
             Ok(opened) => opened,
             Err(why) => {
                 complaints.push(format!("{destination}: {why}"));
@@ -305,6 +323,29 @@ pub(super) fn restore_backup(args: Vec<OsString>) -> Outcome {
     let _ = repo.unlock();
     restore::keep_users(&config, keep_users)?;
     done(&restored, &format!("{from} ({name})"))
+}
+
+const KEY_HELP: &str = "\
+usage: leitner backup-key
+
+Prints the ssh public key this server logs in with for backups to another
+machine (user@host:folder in LEITNER_BACKUP_TO), making it first if there is
+none. Add the line to that user's ~/.ssh/authorized_keys on the other
+machine. The key stays in SYNC_BASE/leitner-backup-ssh/.
+";
+
+pub(super) fn backup_key(args: Vec<OsString>) -> Outcome {
+    let mut parser = lexopt::Parser::from_args(args);
+    if let Some(arg) = parser.next()? {
+        return match arg {
+            Long("help") | Short('h') => help(KEY_HELP),
+            other => Err(other.unexpected().into()),
+        };
+    }
+    let config = context()?;
+    let key = ssh_key::public_key(&config.base).map_err(Error::failed)?;
+    println!("{key}");
+    Ok(())
 }
 
 /// A source named on the command line: an existing folder, or a
@@ -384,6 +425,13 @@ fn check_target_folder(config: &Config, replace: bool) -> Result<Vec<String>, Er
     Ok(present)
 }
 
+/// Whether two paths are on one file system.
+fn same_disk(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let dev = |p: &Path| super::as_root(|| std::fs::metadata(p).map(|m| m.dev()));
+    matches!((dev(a), dev(b)), (Ok(x), Ok(y)) if x == y)
+}
+
 fn settings() -> Result<Settings, Error> {
     Settings::from_vars(super::config_var).map_err(Error::usage)
 }
@@ -416,11 +464,12 @@ fn passphrase(file: Option<&Path>) -> Result<Option<String>, Error> {
 struct Opened {
     repo: Repository,
     // Dropped after the repository (which lets go of its lock first).
-    _drive: Option<usb::Mounted>,
+    drive: Option<usb::Mounted>,
 }
 
 /// Opens (or with `create`, starts) the repository at a destination.
 fn open(
+    base: &Path,
     destination: &Destination,
     passphrase: Option<&str>,
     create: bool,
@@ -435,16 +484,41 @@ fn open(
             let target = AsRoot(super::as_root(|| folder(&drive.root, create))?);
             (Box::new(target), Some(drive))
         }
-        Destination::Sftp { .. } => {
-            return Err("this kind of destination is not supported yet".into())
+        Destination::Sftp {
+            user,
+            host,
+            port,
+            path,
+        } => {
+            ssh_key::public_key(base)?;
+            let login = Login {
+                user: user.clone(),
+                host: host.clone(),
+                port: *port,
+                key: ssh_key::key_path(base),
+                known_hosts: ssh_key::known_hosts(base),
+            };
+            let path = if path.is_empty() {
+                FOLDER.to_owned()
+            } else {
+                format!("{path}/{FOLDER}")
+            };
+            let sftp = Sftp::connect(&login, &path, create).map_err(|e| {
+                if e.to_string().contains("Permission denied") {
+                    format!(
+                        "{e}: the host does not know this Pi's key yet; add the line \
+                         `sudo leitner backup-key` prints to {user}'s ~/.ssh/authorized_keys on {host}"
+                    )
+                } else {
+                    e.to_string()
+                }
+            })?;
+            (Box::new(sftp), None)
         }
     };
     let repo =
         Repository::open(target, passphrase, create).map_err(|e: BackupError| e.to_string())?;
-    Ok(Opened {
-        repo,
-        _drive: drive,
-    })
+    Ok(Opened { repo, drive })
 }
 
 /// The repository folder for a destination folder: the folder itself if it

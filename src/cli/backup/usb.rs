@@ -22,7 +22,15 @@ const FILE_SYSTEMS: [&str; 5] = ["vfat", "exfat", "ext4", "ext3", "ext2"];
 /// mounted it).
 pub(super) struct Mounted {
     pub(super) root: PathBuf,
+    device: String,
     ours: bool,
+}
+
+impl Mounted {
+    /// Whether the drive is still there (not pulled out mid-run).
+    pub(super) fn present(&self) -> bool {
+        Path::new(&self.device).exists()
+    }
 }
 
 impl Drop for Mounted {
@@ -96,6 +104,7 @@ fn mount_one(drive: &Drive) -> Result<Mounted, String> {
         // Mounted by someone else (a desktop, say): used where it is.
         return Ok(Mounted {
             root: PathBuf::from(at),
+            device: drive.device.clone(),
             ours: false,
         });
     }
@@ -132,7 +141,11 @@ fn mount_one(drive: &Drive) -> Result<Mounted, String> {
             format!("mounting {} ({}): {e}", drive.device, drive.fstype)
         }
     })?;
-    Ok(Mounted { root, ours: true })
+    Ok(Mounted {
+        root,
+        device: drive.device.clone(),
+        ours: true,
+    })
 }
 
 /// Every USB (or hot-pluggable) drive or partition with a file system a

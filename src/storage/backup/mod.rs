@@ -1,5 +1,6 @@
 //! Backups off the card: an incremental repository on a USB drive, a folder
-//! or another machine (`repository`, over a `target`), whose files are
+//! or another machine (`repository`, over a `target`: a folder, or `sftp`),
+//! whose files are
 //! sealed by `seal` and described by a `record` per backup; and the
 //! single-file archive of leitner 0.2, which can still be restored
 //! (`archive`). What to back up and when is the commands' business: this
@@ -9,6 +10,7 @@ pub(crate) mod archive;
 pub(crate) mod record;
 pub(crate) mod repository;
 pub(crate) mod seal;
+pub(crate) mod sftp;
 pub(crate) mod status;
 pub(crate) mod target;
 
