@@ -250,3 +250,34 @@ def test_an_unreachable_host_is_a_clear_failure(server_factory, tmp_path):
     assert got["stale"]
     assert "warning" in leitner(server, "status").stdout
     dev.close()
+
+
+def test_a_new_system_with_the_same_passphrase_restores_over_ssh_at_once(server_factory, tmp_path, sshd):
+    """The key comes from the passphrase: a new card given it logs in as the
+    old one did, so restore=yes needs no terminal."""
+    port, authorized = sshd
+    dest = f"sftp://root@127.0.0.1:{port}{tmp_path / 'nas'}"
+    passfile = tmp_path / "passphrase"
+    passfile.write_text("a long passphrase kept in a drawer\n")
+    env = {"LEITNER_BACKUP_TO": dest, "LEITNER_BACKUP_PASSPHRASE_FILE": str(passfile)}
+    server = server_factory(env=env).start()
+    dev, auth = synced_device(server, tmp_path)
+    authorized.write_text(leitner(server, "backup-key").stdout)
+    assert "(encrypted)" in leitner(server, "backup").stdout
+
+    new = Server(tmp_path / "new-card", users=(), env=env)
+    new.data.mkdir()
+    assert leitner(new, "backup-key").stdout == leitner(server, "backup-key").stdout
+    out = leitner(new, "restore-backup", "--if-empty", dest).stdout
+    assert "restored 1 user(s)" in out, out
+    new.users = ("alice:secret",)
+    new.start()
+    try:
+        b = Device(tmp_path / "b")
+        auth_b = b.login(new)
+        b.full_sync(auth_b, upload=False)
+        assert b.col.find_notes(f'"front:{MARK}"')
+        b.close()
+    finally:
+        new.stop()
+    dev.close()

@@ -329,9 +329,12 @@ const KEY_HELP: &str = "\
 usage: leitner backup-key
 
 Prints the ssh public key this server logs in with for backups to another
-machine (user@host:folder in LEITNER_BACKUP_TO), making it first if there is
-none. Add the line to that user's ~/.ssh/authorized_keys on the other
-machine. The key stays in SYNC_BASE/leitner-backup-ssh/.
+machine (user@host:folder in LEITNER_BACKUP_TO). Add the line to that
+user's ~/.ssh/authorized_keys on the other machine. With a backup
+passphrase (LEITNER_BACKUP_PASSPHRASE_FILE) the key comes from it, so a new
+system given the same passphrase has the same key and can restore at once;
+without one it is a random key, made once. It is kept in
+SYNC_BASE/leitner-backup-ssh/.
 ";
 
 pub(super) fn backup_key(args: Vec<OsString>) -> Outcome {
@@ -343,7 +346,9 @@ pub(super) fn backup_key(args: Vec<OsString>) -> Outcome {
         };
     }
     let config = context()?;
-    let key = ssh_key::public_key(&config.base).map_err(Error::failed)?;
+    let settings = settings()?;
+    let passphrase = passphrase(settings.passphrase_file.as_deref())?;
+    let key = ssh_key::public_key(&config.base, passphrase.as_deref()).map_err(Error::failed)?;
     println!("{key}");
     Ok(())
 }
@@ -490,7 +495,7 @@ fn open(
             port,
             path,
         } => {
-            ssh_key::public_key(base)?;
+            ssh_key::public_key(base, passphrase)?;
             let login = Login {
                 user: user.clone(),
                 host: host.clone(),

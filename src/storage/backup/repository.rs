@@ -415,11 +415,15 @@ impl Repository {
     /// Writes `record` (after [`Repository::flush_and_check`]), makes it
     /// durable and reads it back. Returns its name.
     pub(crate) fn write_record(&mut self, record: &Record) -> Result<String, BackupError> {
+        // Names only grow, so the newest backup is always the last name,
+        // whatever the clock did (set back by hand, or a Pi without a
+        // battery starting before it has the time): a second after the
+        // last one when the clock says otherwise.
         let mut name = record::name_for(record.created);
-        let existing = self.records()?;
-        while existing.contains(&name) {
-            // Two runs in one second: a second later is close enough.
-            name = record::name_for(record::time_of(&name).unwrap_or(0) * 1000 + 1000);
+        if let Some(last) = self.records()?.last() {
+            if name <= *last {
+                name = record::name_for(record::time_of(last).unwrap_or(0) * 1000 + 1000);
+            }
         }
         let label = format!("{RECORDS}/{name}");
         let json = serde_json::to_vec(record).map_err(io::Error::other)?;
@@ -578,6 +582,29 @@ mod tests {
         let mut back = Vec::new();
         repo.restore_file(&second, &mut back).unwrap();
         assert_eq!(back, data);
+    }
+
+    #[test]
+    fn a_backup_made_with_the_clock_set_back_is_still_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut repo = Repository::open(folder(dir.path()), None, true).unwrap();
+        let first = repo.store(&mut &b"first"[..]).unwrap();
+        let second = repo.store(&mut &b"second"[..]).unwrap();
+        repo.flush_and_check().unwrap();
+        let a = repo.write_record(&record(2_000_000_000, first)).unwrap();
+        let b = repo
+            .write_record(&record(1_000_000_000, second.clone()))
+            .unwrap();
+        assert!(b > a, "{b} after {a}");
+        repo.prune(record::Keep {
+            daily: 1,
+            weekly: 0,
+            monthly: 0,
+        })
+        .unwrap();
+        assert_eq!(repo.records().unwrap(), [b.clone()]);
+        let kept = repo.read_record(&b).unwrap();
+        assert_eq!(kept.users[0].collection.as_ref(), Some(&second));
     }
 
     #[test]
