@@ -366,3 +366,24 @@ def wait_for(predicate, timeout=10.0, step=0.05) -> bool:
 
 def copy_tree(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst)
+
+
+def start_sshd(folder: Path, listen="127.0.0.1"):
+    """An OpenSSH server on a free port that lets root in with the keys in
+    its authorized_keys file, SFTP included (as a NAS would), for backups
+    to another machine. Needs root and /usr/sbin/sshd. Returns (port, the
+    authorized_keys file, the process)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / "host")], check=True)
+    authorized = folder / "authorized_keys"
+    authorized.write_text("")
+    port = free_port()
+    (folder / "config").write_text(
+        f"Port {port}\nListenAddress {listen}\nHostKey {folder / 'host'}\n"
+        f"AuthorizedKeysFile {authorized}\nStrictModes no\nPidFile none\nUsePAM no\n"
+        "PermitRootLogin prohibit-password\nPasswordAuthentication no\nSubsystem sftp internal-sftp\n")
+    os.makedirs("/run/sshd", exist_ok=True)
+    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(folder / "config")],
+                            stderr=subprocess.DEVNULL)
+    assert wait_for(lambda: accepting(port), timeout=10)
+    return port, authorized, proc

@@ -170,27 +170,12 @@ def test_a_device_that_synced_after_the_backup_loses_nothing(server_factory, tmp
 
 @pytest.fixture
 def sshd(tmp_path):
-    """An OpenSSH server on a free port of 127.0.0.1 that lets root in with
-    the keys in its authorized_keys file, SFTP included (as a NAS would)."""
-    from harness import free_port
+    """A NAS: an ssh server on 127.0.0.1 (harness.start_sshd)."""
+    from harness import start_sshd
 
     if os.geteuid() != 0 or not os.path.exists("/usr/sbin/sshd"):
         pytest.skip("needs root and openssh-server (tests/run installs it)")
-    folder = tmp_path / "sshd"
-    folder.mkdir()
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / "host")], check=True)
-    authorized = folder / "authorized_keys"
-    authorized.write_text("")
-    port = free_port()
-    (folder / "config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder / 'host'}\n"
-        f"AuthorizedKeysFile {authorized}\nStrictModes no\nPidFile none\nUsePAM no\n"
-        "PermitRootLogin prohibit-password\nPasswordAuthentication no\nSubsystem sftp internal-sftp\n")
-    os.makedirs("/run/sshd", exist_ok=True)
-    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(folder / "config")],
-                            stderr=subprocess.DEVNULL)
-    from harness import accepting, wait_for
-    assert wait_for(lambda: accepting(port), timeout=10)
+    port, authorized, proc = start_sshd(tmp_path / "sshd")
     yield port, authorized
     proc.terminate()
     proc.wait(10)

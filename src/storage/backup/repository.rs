@@ -602,7 +602,7 @@ mod tests {
             monthly: 0,
         })
         .unwrap();
-        assert_eq!(repo.records().unwrap(), [b.clone()]);
+        assert_eq!(repo.records().unwrap(), std::slice::from_ref(&b));
         let kept = repo.read_record(&b).unwrap();
         assert_eq!(kept.users[0].collection.as_ref(), Some(&second));
     }
