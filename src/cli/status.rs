@@ -215,6 +215,14 @@ fn print_backups(backups: &[BackupStatus]) {
         println!("backups  none set (LEITNER_BACKUP_TO, or backup= in leitner.txt)");
         return;
     }
+    if backups
+        .iter()
+        .any(|b| b.configured && b.destination.starts_with("sftp://"))
+    {
+        println!(
+            "ssh      backups to other machines log in with the key `leitner backup-key` prints"
+        );
+    }
     for (i, b) in backups.iter().enumerate() {
         let label = if i == 0 { "backups" } else { "" };
         let last = match &b.last_run {
@@ -232,26 +240,16 @@ fn print_backups(backups: &[BackupStatus]) {
             ),
         };
         let by_hand = if b.configured { "" } else { " (by hand)" };
-        if i == 0
-            && backups
-                .iter()
-                .any(|b| b.configured && b.destination.starts_with("sftp://"))
-        {
-            println!("ssh      backups to other machines log in with the key `leitner backup-key` prints");
-        }
         println!("{label:<8} {}{by_hand}: {last}", b.destination);
         if b.configured && b.stale {
             let newest = match &b.last_good {
                 Some(good) => format!(
-                    "the newest good backup is from {}",
+                    "the newest good backup is from {} (more than two days ago)",
                     utc_time(good.finished_ms)
                 ),
                 None => "there is no good backup yet".to_owned(),
             };
-            println!(
-                "warning  {}: {newest} (more than two days ago)",
-                b.destination
-            );
+            println!("warning  {}: {newest}", b.destination);
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod budget;
 pub mod clock;
 pub mod durable;
+pub mod hex;
 pub mod logging;
 pub mod memory;
 pub mod password;

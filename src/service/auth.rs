@@ -22,8 +22,7 @@ use crate::storage::users::{self, StoredUser};
 const CONCURRENT_LOGINS: usize = 2;
 
 pub fn host_key(raw_user_value: &str) -> String {
-    let digest = Sha1::digest(raw_user_value.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    crate::ground::hex::encode(&Sha1::digest(raw_user_value.as_bytes()))
 }
 
 struct Credential {

@@ -49,10 +49,11 @@ impl fmt::Display for Destination {
                 port,
                 path,
             } => {
-                let path = path
-                    .strip_prefix('/')
-                    .map(|p| format!("/{p}"))
-                    .unwrap_or_else(|| format!("/~/{path}"));
+                let path = if path.starts_with('/') {
+                    path.clone()
+                } else {
+                    format!("/~/{path}")
+                };
                 if *port == 22 {
                     write!(f, "sftp://{user}@{host}{path}")
                 } else {

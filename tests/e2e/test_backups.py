@@ -41,6 +41,24 @@ def synced_device(server, tmp_path, name="a") -> tuple[Device, object]:
     return dev, auth
 
 
+def serves_what_it_restored(server, tmp_path, dev: Device, media=True) -> None:
+    """Starts a server that restored `dev`'s backup; a new device downloads
+    the note and (with `media`) every picture `dev` has."""
+    server.users = ("alice:secret",)
+    server.start()
+    try:
+        b = Device(tmp_path / "b")
+        auth_b = b.login(server)
+        b.full_sync(auth_b, upload=False)
+        assert b.col.find_notes(f'"front:{MARK}"')
+        if media:
+            b.sync_media(auth_b)
+            assert b.media_files() == dev.media_files()
+        b.close()
+    finally:
+        server.stop()
+
+
 def status(server) -> dict:
     return json.loads(leitner(server, "status", "--json").stdout)
 
@@ -79,18 +97,7 @@ def test_an_encrypted_backup_shows_nothing_and_opens_only_with_its_passphrase(se
     assert refused.returncode == 1 and "does not open" in refused.stderr, refused.stderr
     assert list(other.data.iterdir()) == [] or all(p.name.startswith("leitner") for p in other.data.iterdir())
     leitner(other, "restore-backup", dest, "--passphrase-file", passfile)
-    other.users = ("alice:secret",)
-    other.start()
-    try:
-        b = Device(tmp_path / "b")
-        auth_b = b.login(other)
-        b.full_sync(auth_b, upload=False)
-        b.sync_media(auth_b)
-        assert b.col.find_notes(f'"front:{MARK}"')
-        assert b.media_files() == dev.media_files()
-        b.close()
-    finally:
-        other.stop()
+    serves_what_it_restored(other, tmp_path, dev)
     dev.close()
 
 
@@ -206,18 +213,7 @@ def test_backups_to_another_machine_over_ssh(server_factory, tmp_path, sshd):
     other.data.mkdir()
     authorized.write_text(key + "\n" + leitner(other, "backup-key").stdout)
     leitner(other, "restore-backup", dest)
-    other.users = ("alice:secret",)
-    other.start()
-    try:
-        b = Device(tmp_path / "b")
-        auth_b = b.login(other)
-        b.full_sync(auth_b, upload=False)
-        b.sync_media(auth_b)
-        assert b.col.find_notes(f'"front:{MARK}"')
-        assert b.media_files() == dev.media_files()
-        b.close()
-    finally:
-        other.stop()
+    serves_what_it_restored(other, tmp_path, dev)
     dev.close()
 
 
@@ -255,14 +251,5 @@ def test_a_new_system_with_the_same_passphrase_restores_over_ssh_at_once(server_
     assert leitner(new, "backup-key").stdout == leitner(server, "backup-key").stdout
     out = leitner(new, "restore-backup", "--if-empty", dest).stdout
     assert "restored 1 user(s)" in out, out
-    new.users = ("alice:secret",)
-    new.start()
-    try:
-        b = Device(tmp_path / "b")
-        auth_b = b.login(new)
-        b.full_sync(auth_b, upload=False)
-        assert b.col.find_notes(f'"front:{MARK}"')
-        b.close()
-    finally:
-        new.stop()
+    serves_what_it_restored(new, tmp_path, dev, media=False)
     dev.close()

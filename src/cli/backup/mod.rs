@@ -1,5 +1,6 @@
 //! `leitner backup` and `leitner restore-backup`.
 
+mod destination;
 mod restore;
 mod run;
 mod ssh_key;
@@ -15,10 +16,8 @@ use super::{context, help, human_bytes, Error, Outcome};
 use crate::service::backups::{Destination, Settings};
 use crate::service::config::Config;
 use crate::service::control::Coordinator;
-use crate::storage::backup::repository::FOLDER;
-use crate::storage::backup::sftp::{Login, Sftp};
-use crate::storage::backup::target::{Folder, Target};
-use crate::storage::backup::{status, BackupError, Repository};
+use crate::storage::backup::{status, Repository};
+use destination::{absolute, open, same_disk, source_destination, Opened};
 
 const BACKUP_HELP: &str = "\
 usage: leitner backup [DEST] [--passphrase-file FILE] [--if-set]
@@ -353,20 +352,6 @@ pub(super) fn backup_key(args: Vec<OsString>) -> Outcome {
     Ok(())
 }
 
-/// A source named on the command line: an existing folder, or a
-/// destination as `LEITNER_BACKUP_TO` names them.
-fn source_destination(source: &OsString) -> Result<Destination, Error> {
-    let path = Path::new(source);
-    if path.is_absolute() || super::as_root(|| path.is_dir()) {
-        return Ok(Destination::Folder(absolute(path)?));
-    }
-    let text = source
-        .to_str()
-        .ok_or_else(|| Error::usage("restore-backup: the source is not UTF-8"))?;
-    crate::service::backups::parse_destination(text)
-        .map_err(|why| Error::usage(format!("restore-backup: {why}")))
-}
-
 fn done(restored: &restore::Restored, from: &str) -> Outcome {
     println!(
         "restored {} user(s) from {from} (a backup of {} by leitner {})",
@@ -430,19 +415,8 @@ fn check_target_folder(config: &Config, replace: bool) -> Result<Vec<String>, Er
     Ok(present)
 }
 
-/// Whether two paths are on one file system.
-fn same_disk(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let dev = |p: &Path| super::as_root(|| std::fs::metadata(p).map(|m| m.dev()));
-    matches!((dev(a), dev(b)), (Ok(x), Ok(y)) if x == y)
-}
-
 fn settings() -> Result<Settings, Error> {
     Settings::from_vars(super::config_var).map_err(Error::usage)
-}
-
-fn absolute(path: &Path) -> Result<PathBuf, Error> {
-    std::path::absolute(path).map_err(|e| Error::usage(format!("{}: {e}", path.display())))
 }
 
 /// The passphrase on the first line of `file` (which may be root's alone).
@@ -462,116 +436,4 @@ fn passphrase(file: Option<&Path>) -> Result<Option<String>, Error> {
         )));
     }
     Ok(Some(line.to_owned()))
-}
-
-/// A repository opened at a destination, with the drive it is on while
-/// that is mounted for the run.
-struct Opened {
-    repo: Repository,
-    // Dropped after the repository (which lets go of its lock first).
-    drive: Option<usb::Mounted>,
-}
-
-/// Opens (or with `create`, starts) the repository at a destination.
-fn open(
-    base: &Path,
-    destination: &Destination,
-    passphrase: Option<&str>,
-    create: bool,
-) -> Result<Opened, String> {
-    let (target, drive): (Box<dyn Target>, _) = match destination {
-        Destination::Folder(path) => (
-            Box::new(AsRoot(super::as_root(|| folder(path, create))?)),
-            None,
-        ),
-        Destination::Usb { label } => {
-            let drive = usb::mount_drive(label.as_deref())?;
-            let target = AsRoot(super::as_root(|| folder(&drive.root, create))?);
-            (Box::new(target), Some(drive))
-        }
-        Destination::Sftp {
-            user,
-            host,
-            port,
-            path,
-        } => {
-            ssh_key::public_key(base, passphrase)?;
-            let login = Login {
-                user: user.clone(),
-                host: host.clone(),
-                port: *port,
-                key: ssh_key::key_path(base),
-                known_hosts: ssh_key::known_hosts(base),
-            };
-            let path = if path.is_empty() {
-                FOLDER.to_owned()
-            } else {
-                format!("{path}/{FOLDER}")
-            };
-            let sftp = Sftp::connect(&login, &path, create).map_err(|e| {
-                if e.to_string().contains("Permission denied") {
-                    format!(
-                        "{e}: the host does not know this Pi's key yet; add the line \
-                         `sudo leitner backup-key` prints to {user}'s ~/.ssh/authorized_keys on {host}"
-                    )
-                } else {
-                    e.to_string()
-                }
-            })?;
-            (Box::new(sftp), None)
-        }
-    };
-    let repo =
-        Repository::open(target, passphrase, create).map_err(|e: BackupError| e.to_string())?;
-    Ok(Opened { repo, drive })
-}
-
-/// The repository folder for a destination folder: the folder itself if it
-/// is one, else its `leitner-backups`, made if missing.
-fn folder(path: &Path, create: bool) -> Result<Folder, String> {
-    let repo = if path.join("repository.json").exists() || path.file_name() == Some(FOLDER.as_ref())
-    {
-        path.to_owned()
-    } else {
-        path.join(FOLDER)
-    };
-    if !create && !repo.is_dir() {
-        return Err(format!("no leitner backups in {}", path.display()));
-    }
-    Folder::open(&repo).map_err(|e| format!("{}: {e}", repo.display()))
-}
-
-/// A destination used with root's rights when the command was started as
-/// root: backups may go where only root may write, and the service's own
-/// user cannot change or remove them.
-struct AsRoot<T>(T);
-
-impl<T: Target> Target for AsRoot<T> {
-    fn describe(&self) -> String {
-        self.0.describe()
-    }
-    fn read(&mut self, path: &str, limit: u64) -> std::io::Result<Vec<u8>> {
-        super::as_root(|| self.0.read(path, limit))
-    }
-    fn write(&mut self, path: &str, data: &[u8]) -> std::io::Result<()> {
-        super::as_root(|| self.0.write(path, data))
-    }
-    fn create_new(&mut self, path: &str, data: &[u8]) -> std::io::Result<()> {
-        super::as_root(|| self.0.create_new(path, data))
-    }
-    fn list(&mut self, dir: &str) -> std::io::Result<Vec<String>> {
-        super::as_root(|| self.0.list(dir))
-    }
-    fn make_dir(&mut self, dir: &str) -> std::io::Result<()> {
-        super::as_root(|| self.0.make_dir(dir))
-    }
-    fn remove(&mut self, path: &str) -> std::io::Result<()> {
-        super::as_root(|| self.0.remove(path))
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        super::as_root(|| self.0.flush())
-    }
-    fn uncache(&mut self, path: &str) {
-        super::as_root(|| self.0.uncache(path))
-    }
 }

@@ -105,7 +105,15 @@ pub(crate) async fn changes(call: &mut Call, account: &Arc<Account>) -> Outcome<
         let list: Vec<(String, i64, String)> = store
             .changes_after(after, CHANGES_PER_REPLY)?
             .into_iter()
-            .map(|c| (c.name, c.usn, c.sha1.map(hex).unwrap_or_default()))
+            .map(|c| {
+                (
+                    c.name,
+                    c.usn,
+                    c.sha1
+                        .map(|s| crate::ground::hex::encode(&s))
+                        .unwrap_or_default(),
+                )
+            })
             .collect();
         Ok(framing::reply_json(&wrapped(list), zstd))
     })
@@ -201,8 +209,4 @@ pub(crate) async fn download_files(call: &mut Call, account: &Arc<Account>) -> O
     let reader = framing::Encoded::new(zip, zstd, ())?;
     let body: Body = stream_body(reader);
     Ok(framing::reply_stream(body, len))
-}
-
-fn hex(bytes: [u8; 20]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -102,7 +102,10 @@ pub(crate) fn extract(
         let relative = place(&path)?;
         if relative == Path::new(MANIFEST) {
             let mut json = Vec::new();
-            (&mut entry).take(1 << 20).read_to_end(&mut json)?;
+            (&mut entry)
+                .take(1 << 20)
+                .read_to_end(&mut json)
+                .map_err(BackupError::Source)?;
             let read: Manifest =
                 serde_json::from_slice(&json).map_err(|e| invalid(format!("manifest: {e}")))?;
             if read.format != FORMAT {
@@ -119,17 +122,18 @@ pub(crate) fn extract(
         }
         let target = into.join(&relative);
         if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
+            std::fs::create_dir_all(parent).map_err(BackupError::Source)?;
         }
         let mut out = durable::create_private(&target).map_err(|e| {
             if e.kind() == io::ErrorKind::AlreadyExists {
                 invalid(format!("{} appears twice", path.display()))
             } else {
-                e.into()
+                BackupError::Source(e)
             }
         })?;
-        done += io::copy(&mut entry, &mut out)?;
-        out.flush()?;
+        // The data folder's side: a failure here is not the archive's.
+        done += io::copy(&mut entry, &mut out).map_err(BackupError::Source)?;
+        out.flush().map_err(BackupError::Source)?;
         progress(done);
     }
     manifest.ok_or_else(|| invalid("empty archive"))

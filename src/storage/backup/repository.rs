@@ -323,11 +323,8 @@ impl Repository {
                     Err(e) => return Err(BackupError::Source(e)),
                 }
             }
-            if filled == 0 && !stored.chunks.is_empty() {
-                break;
-            }
             if filled == 0 {
-                // An empty file is no chunks.
+                // The end (an empty file is no chunks).
                 break;
             }
             self.stats.read += filled as u64;

@@ -61,19 +61,7 @@ impl<'de> Deserialize<'de> for ChunkId {
     }
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect()
-}
+pub(crate) use crate::ground::hex::{decode as unhex, encode as hex};
 
 /// How a passphrase becomes keys: scrypt, with its cost and salt kept in the
 /// repository's description (they are not secret).

@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::{Arc, Mutex};
 
 use super::target::Target;
 
@@ -73,8 +72,9 @@ pub(crate) struct Sftp {
     child: Child,
     to: BufWriter<ChildStdin>,
     from: BufReader<ChildStdout>,
-    /// What ssh said on stderr, for the message when it fails.
-    said: Arc<Mutex<String>>,
+    /// What ssh says on stderr, read to its end, for the message when it
+    /// fails.
+    said: Option<std::thread::JoinHandle<String>>,
     root: String,
     place: String,
     next_id: u32,
@@ -137,13 +137,11 @@ impl Sftp {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("starting ssh: {e}")))?;
-        let said = Arc::new(Mutex::new(String::new()));
         let mut stderr = child.stderr.take().expect("piped");
-        let sink = said.clone();
-        std::thread::spawn(move || {
+        let said = std::thread::spawn(move || {
             let mut text = String::new();
             let _ = stderr.read_to_string(&mut text);
-            *sink.lock().unwrap_or_else(|p| p.into_inner()) = text;
+            text
         });
         let to = BufWriter::new(child.stdin.take().expect("piped"));
         let from = BufReader::new(child.stdout.take().expect("piped"));
@@ -156,7 +154,7 @@ impl Sftp {
             child,
             to,
             from,
-            said,
+            said: Some(said),
             root: root.trim_end_matches('/').to_owned(),
             place,
             next_id: 1,
@@ -307,8 +305,12 @@ impl Sftp {
     /// ssh is gone (or going): its own words say why.
     fn gone(&mut self, e: io::Error) -> io::Error {
         let _ = self.child.wait();
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let said = self.said.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // ssh has exited: its stderr ends, and the reader with it.
+        let said = self
+            .said
+            .take()
+            .and_then(|reader| reader.join().ok())
+            .unwrap_or_default();
         let last = said
             .lines()
             .rev()
