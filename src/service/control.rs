@@ -5,8 +5,9 @@
 //! (`SYNC_BASE/leitner.sock`, mode 0660 inside a folder only the service's
 //! user can enter). A command that must change a user's files while the
 //! server may have them open asks the server to *hold* that user: the server
-//! takes the user's locks (waiting for a request in flight, rolling back a
-//! normal sync in progress), closes the collection and media database, and
+//! takes the user's locks (waiting for a request in flight, and for a normal
+//! sync in progress to finish, rolling it back only once it stalls), closes
+//! the collection and media database, and
 //! answers; the command does its work; when the command closes the
 //! connection (or dies), the server lets go and the user's next request
 //! reopens the files from disk. The server never runs a command's logic, so
@@ -175,10 +176,11 @@ async fn answer(stream: AsyncUnixStream, service: Arc<Service>, activated: bool)
             // A command replaces or reads the collection file whole: no
             // download may be streaming a pinned state of it meanwhile.
             let (files, state) = match scope {
-                Scope::All => (
-                    Some(account.replacing_files().await),
-                    Some(account.lock().await),
-                ),
+                Scope::All => {
+                    let (files, state) =
+                        hold_between_syncs(&account, service.config.sync_idle).await;
+                    (Some(files), Some(state))
+                }
                 Scope::Media => (None, None),
             };
             let mut media = account.lock_media().await;
@@ -206,6 +208,31 @@ async fn answer(stream: AsyncUnixStream, service: Arc<Service>, activated: bool)
             drop(files);
             log::info!("{}: released by the command", account.name);
         }
+    }
+}
+
+/// The user's file and state locks, taken between two normal syncs: a
+/// hold would roll back a sync in progress (the device sees "only one copy
+/// of Anki can sync"), so a command waits for it to finish, as long as it
+/// keeps going, up to `idle` (the time after which an untouched sync counts
+/// as abandoned anyway).
+async fn hold_between_syncs(
+    account: &Arc<crate::service::account::Account>,
+    idle: Duration,
+) -> (
+    smol::lock::RwLockWriteGuardArc<()>,
+    smol::lock::MutexGuardArc<crate::service::account::AccountState>,
+) {
+    let deadline = Instant::now() + idle;
+    loop {
+        let files = account.replacing_files().await;
+        let state = account.lock().await;
+        if !state.syncing(idle) || Instant::now() >= deadline {
+            return (files, state);
+        }
+        drop(state);
+        drop(files);
+        smol::Timer::after(Duration::from_millis(100)).await;
     }
 }
 

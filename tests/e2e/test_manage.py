@@ -226,7 +226,7 @@ def test_backup_during_syncs_restores_intact(server_factory, tmp_path):
                 a.sync_media(auth)
                 round += 1
         except Exception as e:  # reported below
-            errors.append(e)
+            errors.append(f"{type(e).__name__}: {e}")
 
     syncing = threading.Thread(target=keep_syncing)
     syncing.start()
@@ -235,7 +235,7 @@ def test_backup_during_syncs_restores_intact(server_factory, tmp_path):
     out = leitner(server, "backup", dest).stdout
     stop.set()
     syncing.join()
-    assert not errors, errors
+    assert not errors, (errors, server.log())
     assert (dest / "leitner-backups" / "repository.json").exists()
     assert " to " in out and "2 user(s)" in out, out
     # Nothing changed since the last one: nothing new is written, and no
