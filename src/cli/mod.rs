@@ -5,6 +5,7 @@
 
 mod backup;
 mod check;
+mod device;
 mod serve;
 mod snapshot;
 mod status;
@@ -29,6 +30,8 @@ commands:
   user passwd NAME           change a user's password; their devices log in again
   user remove NAME           remove a user; their data stays unless --delete-data
   user list                  every user, where they come from, size, last sync
+  device list [USER]         the devices that logged in, their clients and last syncs
+  device revoke USER ID|--all  cut a device off (a lost phone); it must log in again
   status [--json]            the server, the disk and every user at a glance
   snapshot list USER         a user's snapshots of their collection
   snapshot take USER|--all   snapshot collections changed since their last snapshot
@@ -75,6 +78,7 @@ pub fn main() -> ExitCode {
         "serve" => serve::serve(args),
         "hash-password" => serve::hash_password(args),
         "user" => user::run(args),
+        "device" => device::run(args),
         "status" => status::run(args),
         "snapshot" => snapshot::run(args),
         "backup" => backup::backup(args),

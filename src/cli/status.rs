@@ -19,7 +19,8 @@ usage: leitner status [--json]
 Prints the version, the data folder and the free space on its disk, whether
 the server runs (socket-activated and idle counts as running), and for each
 user: collection size, notes, cards, reviews, media files and bytes, when
-they last synced and with which client; and each backup destination, with
+they last synced and with which client, and its devices (as `leitner device
+list` shows them); and each backup destination, with
 its last backup's time, size and outcome (a warning when the newest good
 backup is more than two days old).
 
@@ -68,6 +69,8 @@ struct UserStatus {
     /// Milliseconds since 1970.
     last_sync_ms: Option<i64>,
     last_sync_client: Option<String>,
+    /// Every device that logged in, newest first (see `leitner device`).
+    devices: Vec<super::device::DeviceView>,
 }
 
 pub(super) fn run(args: Vec<OsString>) -> Outcome {
@@ -87,14 +90,21 @@ pub(super) fn run(args: Vec<OsString>) -> Outcome {
         None if socket_unit_active() => ("idle", None),
         None => ("stopped", None),
     };
-    let seen = match server {
-        Some(s) => s.seen,
-        None => crate::storage::data_dir::load_seen(&config.base),
+    let (seen, heard) = match server {
+        Some(s) => (s.seen, s.heard),
+        None => (
+            crate::storage::data_dir::load_seen(&config.base),
+            Default::default(),
+        ),
     };
+    let devices = super::device::views(&config, &heard)?;
     let (free, total) = disk_space(&config.base);
     let users = super::all_users(&config)?
         .into_iter()
-        .map(|(name, source)| user_status(&config.base, name, source, &seen))
+        .map(|(name, source)| {
+            let mine = devices.iter().filter(|d| d.user == name).cloned().collect();
+            user_status(&config.base, name, source, &seen, mine)
+        })
         .collect();
     let backups = backups(&config.base)?;
     let status = Status {
@@ -181,6 +191,11 @@ fn print_text(s: &Status) {
         ],
         &rows,
     );
+    let devices: Vec<_> = s.users.iter().flat_map(|u| u.devices.clone()).collect();
+    if !devices.is_empty() {
+        println!();
+        super::device::print_devices(&devices);
+    }
 }
 
 /// Every configured destination, and any other a backup was made to.
@@ -254,7 +269,13 @@ fn print_backups(backups: &[BackupStatus]) {
     }
 }
 
-fn user_status(base: &Path, name: String, source: String, seen: &SeenMap) -> UserStatus {
+fn user_status(
+    base: &Path,
+    name: String,
+    source: String,
+    seen: &SeenMap,
+    devices: Vec<super::device::DeviceView>,
+) -> UserStatus {
     let dir = crate::storage::data_dir::user_dir(base, &name);
     let counts = read_only(&dir.join(crate::storage::collection::FILE_NAME)).and_then(|conn| {
         let count = |table: &str| -> Option<i64> {
@@ -284,6 +305,7 @@ fn user_status(base: &Path, name: String, source: String, seen: &SeenMap) -> Use
             .unwrap_or(0),
         last_sync_ms: last.map(|s| s.at),
         last_sync_client: last.map(|s| s.client.clone()),
+        devices,
         name,
         source,
     }

@@ -157,6 +157,8 @@ fn passwd(config: &Config, name: &str, stdin: bool) -> Outcome {
         Ok(())
     })
     .map_err(store_error)?;
+    // Their keys died with the old password; the records go too.
+    super::device::forget_user(config, name)?;
     println!("changed the password of '{name}': each of their devices must log in again");
     Ok(())
 }
@@ -197,6 +199,7 @@ fn remove(config: &Config, name: &str, delete_data: bool, yes: bool) -> Outcome 
         Ok(())
     })
     .map_err(store_error)?;
+    super::device::forget_user(config, name)?;
     if !delete_data {
         println!(
             "removed user '{name}'; their data stays in {} (leitner user remove --delete-data \

@@ -205,6 +205,7 @@ pub async fn serve(
     );
     let base = service.config.base.clone();
     let seen = service.seen();
+    let saving = service.clone();
     crate::ground::pool::blocking(move || {
         let _ = crate::ground::durable::remove_if_present(
             &base.join(crate::storage::data_dir::CONTROL_SOCKET),
@@ -213,6 +214,9 @@ pub async fn serve(
             if let Err(e) = crate::storage::data_dir::save_seen(&base, &seen) {
                 log::warn!("saving when users last synced: {e}");
             }
+        }
+        if let Err(e) = saving.users.devices.save() {
+            log::warn!("saving when devices last synced: {e}");
         }
     })
     .await;

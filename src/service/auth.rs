@@ -1,8 +1,10 @@
 //! Who is asking: logins (`/sync/hostKey`) and host keys on every other request.
 //!
-//! Host keys are `sha1_hex("user:secret")` over the `SYNC_USERn` value, exactly
-//! as the official server derives them, so devices stay logged in when a user
-//! moves from it to leitner, and across restarts.
+//! A login gets a random host key of its own, recorded as a device (see
+//! `service::devices`), so one lost phone can be cut off. The key the
+//! official server derives, `sha1_hex("user:secret")` over the `SYNC_USERn`
+//! value, is still accepted, so devices stay logged in when a user moves from
+//! it to leitner; such a device is recorded on its first request.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -15,6 +17,8 @@ use smol::lock::Semaphore;
 use crate::ground::password;
 use crate::service::account::Account;
 use crate::service::config::{Secret, UserSpec};
+use crate::service::devices::{Devices, NewDevice};
+use crate::storage::devices::{self as device_store, Device};
 use crate::storage::users::{self, StoredUser};
 
 /// At most this many password checks run at once, so a flood of logins cannot
@@ -23,6 +27,33 @@ const CONCURRENT_LOGINS: usize = 2;
 
 pub fn host_key(raw_user_value: &str) -> String {
     crate::ground::hex::encode(&Sha1::digest(raw_user_value.as_bytes()))
+}
+
+/// The key the official server derives for a user of the users store: as
+/// with `PASSWORDS_HASHED`, from the name and the PHC string.
+fn stored_host_key(user: &StoredUser) -> String {
+    host_key(&format!("{}:{}", user.name, user.password))
+}
+
+/// Each user's [`device_store::password_mark`] now, for the commands: a
+/// device record with another mark belongs to an earlier password.
+pub(crate) fn password_marks(env: &[UserSpec], stored: &[StoredUser]) -> HashMap<String, String> {
+    let mut marks: HashMap<String, String> = stored
+        .iter()
+        .map(|u| {
+            (
+                u.name.clone(),
+                device_store::password_mark(&stored_host_key(u)),
+            )
+        })
+        .collect();
+    for spec in env {
+        marks.insert(
+            spec.name.clone(),
+            device_store::password_mark(&host_key(&spec.raw)),
+        );
+    }
+    marks
 }
 
 struct Credential {
@@ -59,17 +90,34 @@ pub(crate) enum Source {
 #[derive(Clone)]
 pub(crate) struct Known {
     pub(crate) account: Arc<Account>,
+    /// The key the official server would derive from the password.
     pub(crate) host_key: String,
+    /// [`device_store::password_mark`] of the password.
+    pub(crate) password_mark: String,
     #[cfg_attr(not(test), allow(dead_code))] // read by the tests only
     pub(crate) source: Source,
     credential: Arc<Credential>,
 }
 
-/// Every user at one moment: `SYNC_USERn` and the users store together.
+/// Every user at one moment: `SYNC_USERn` and the users store together,
+/// and the devices store's keys.
 #[derive(Default)]
 struct Roster {
     by_name: HashMap<String, Known>,
     by_host_key: HashMap<String, String>,
+    /// Device records by key hash.
+    devices: HashMap<String, Device>,
+}
+
+/// The user and device a host key belongs to.
+#[derive(Clone)]
+pub(crate) struct Found {
+    pub(crate) account: Arc<Account>,
+    /// SHA-256 of the key, as the device's record has it.
+    pub(crate) key_hash: String,
+    /// A key the official server derived that has no record yet: the caller
+    /// records it ([`Devices::moved`]).
+    pub(crate) unrecorded: Option<String>,
 }
 
 /// What the users store file looked like when last read: a replaced file is
@@ -98,7 +146,9 @@ pub(crate) struct Users {
     env: Vec<UserSpec>,
     base: PathBuf,
     roster: RwLock<Arc<Roster>>,
-    stamp: Mutex<Option<Stamp>>,
+    /// The users store's and the devices store's.
+    stamp: Mutex<(Option<Stamp>, Option<Stamp>)>,
+    pub(crate) devices: Devices,
     login_slots: Semaphore,
     throttle: crate::service::throttle::Throttle,
 }
@@ -109,14 +159,20 @@ impl Users {
     pub(crate) fn new(env: Vec<UserSpec>, base: PathBuf) -> Result<Users, String> {
         let users = Users {
             env,
+            devices: Devices::new(base.clone()),
             base,
             roster: RwLock::new(Arc::new(Roster::default())),
-            stamp: Mutex::new(None),
+            stamp: Mutex::new((None, None)),
             login_slots: Semaphore::new(CONCURRENT_LOGINS),
             throttle: Default::default(),
         };
-        let now = stamp(&users::path(&users.base));
+        let now = users.stamps();
         let stored = users::load(&users.base).map_err(|e| e.to_string())?;
+        // Without its records devices log in again; no reason not to serve.
+        let devices = device_store::load(&users.base).unwrap_or_else(|e| {
+            log::error!("{e}; every device will have to log in again");
+            Vec::new()
+        });
         for user in &stored {
             if let Some(i) = users.env.iter().position(|e| e.name == user.name) {
                 return Err(format!(
@@ -128,15 +184,25 @@ impl Users {
                 ));
             }
         }
-        *write(&users.roster) = Arc::new(users.build(&stored, &Roster::default()));
+        *write(&users.roster) = Arc::new(users.build(&stored, devices, &Roster::default()));
         *lock(&users.stamp) = now;
         Ok(users)
     }
 
+    fn stamps(&self) -> (Option<Stamp>, Option<Stamp>) {
+        (
+            stamp(&users::path(&self.base)),
+            stamp(&device_store::path(&self.base)),
+        )
+    }
+
     /// A roster from `SYNC_USERn` and `stored`, keeping the accounts (open
     /// collections, locks) and credentials of users who stay.
-    fn build(&self, stored: &[StoredUser], old: &Roster) -> Roster {
-        let mut roster = Roster::default();
+    fn build(&self, stored: &[StoredUser], devices: Vec<Device>, old: &Roster) -> Roster {
+        let mut roster = Roster {
+            devices: devices.into_iter().map(|d| (d.key.clone(), d)).collect(),
+            ..Roster::default()
+        };
         let mut add = |name: &str, secret: Secret, key: String, source: Source| {
             let reuse = old.by_name.get(name);
             let account = match reuse {
@@ -158,6 +224,7 @@ impl Users {
                 name.to_owned(),
                 Known {
                     account,
+                    password_mark: device_store::password_mark(&key),
                     host_key: key,
                     source,
                     credential,
@@ -181,8 +248,7 @@ impl Users {
                 );
                 continue;
             }
-            // As with PASSWORDS_HASHED: the host key hashes name and PHC string.
-            let key = host_key(&format!("{}:{}", user.name, user.password));
+            let key = stored_host_key(user);
             add(
                 &user.name,
                 Secret::Phc(user.password.clone()),
@@ -193,20 +259,29 @@ impl Users {
         roster
     }
 
-    /// The roster, re-read first if the users store changed. A store that
-    /// cannot be read keeps the last good roster (and says so).
+    /// The roster, re-read first if the users or devices store changed. A
+    /// store that cannot be read keeps the last good roster (and says so).
     fn current(&self) -> Arc<Roster> {
-        let path = users::path(&self.base);
-        let now = stamp(&path);
+        let now = self.stamps();
         let mut seen = lock(&self.stamp);
         if *seen != now {
-            match users::load(&self.base) {
-                Ok(stored) => {
+            let loaded = users::load(&self.base)
+                .map_err(|e| e.to_string())
+                .and_then(|u| {
+                    Ok((
+                        u,
+                        device_store::load(&self.base).map_err(|e| e.to_string())?,
+                    ))
+                });
+            match loaded {
+                Ok((stored, devices)) => {
                     let old = read(&self.roster).clone();
-                    *write(&self.roster) = Arc::new(self.build(&stored, &old));
-                    log::info!("users store changed: {} user(s)", self.roster_len());
+                    *write(&self.roster) = Arc::new(self.build(&stored, devices, &old));
+                    if seen.0 != now.0 {
+                        log::info!("users store changed: {} user(s)", self.roster_len());
+                    }
                 }
-                Err(e) => log::error!("{e}; keeping the users as they were"),
+                Err(e) => log::error!("{e}; keeping the users and devices as they were"),
             }
             *seen = now;
         }
@@ -230,10 +305,77 @@ impl Users {
         self.current().by_name.get(name).cloned()
     }
 
-    pub(crate) fn by_host_key(&self, key: &str) -> Option<Arc<Account>> {
+    /// The user and device of a host key: a device's own key while it is
+    /// not revoked and its password is the user's password now, or the key
+    /// the official server derives from the password now, unless revoked.
+    pub(crate) fn by_host_key(&self, key: &str) -> Option<Found> {
         let roster = self.current();
+        let key_hash = device_store::key_hash(key);
+        if let Some(device) = roster.devices.get(&key_hash) {
+            let known = roster.by_name.get(&device.user)?;
+            if device.revoked.is_some() || device.password != known.password_mark {
+                return None;
+            }
+            return Some(Found {
+                account: known.account.clone(),
+                key_hash,
+                unrecorded: None,
+            });
+        }
         let name = roster.by_host_key.get(key)?;
-        Some(roster.by_name[name].account.clone())
+        let known = &roster.by_name[name];
+        Some(Found {
+            account: known.account.clone(),
+            key_hash,
+            unrecorded: Some(known.password_mark.clone()),
+        })
+    }
+
+    /// Records the first request of a key moved from the official server;
+    /// a failure to write costs only the record. Blocking.
+    pub(crate) fn record_moved(&self, found: &Found, client: &str, address: Option<IpAddr>) {
+        let Some(password) = &found.unrecorded else {
+            return;
+        };
+        let who = NewDevice {
+            user: &found.account.name,
+            password: password.clone(),
+            client,
+            address,
+        };
+        if let Err(e) = self.devices.moved(who, &found.key_hash) {
+            log::warn!(
+                "{}: recording a device moved from the official server: {e}",
+                found.account.name
+            );
+        }
+    }
+
+    /// A new key and device record for a login that passed. If the record
+    /// cannot be written (a full card), the key the official server derives
+    /// is given instead: the device syncs, unrecorded. Blocking.
+    pub(crate) fn new_device(
+        &self,
+        known: &Known,
+        client: &str,
+        address: Option<IpAddr>,
+    ) -> String {
+        let who = NewDevice {
+            user: &known.account.name,
+            password: known.password_mark.clone(),
+            client,
+            address,
+        };
+        match self.devices.log_in(who) {
+            Ok(key) => key,
+            Err(e) => {
+                log::warn!(
+                    "{}: recording a new device failed ({e}); it gets the password's key",
+                    known.account.name
+                );
+                known.host_key.clone()
+            }
+        }
     }
 
     /// Checks a login on the blocking pool; on success, the user and the

@@ -62,6 +62,10 @@ pub(crate) struct ServerStatus {
     /// full upload).
     #[serde(default)]
     pub(crate) compressing: Vec<String>,
+    /// What the server heard of each device since it last saved the devices
+    /// store, by key hash.
+    #[serde(default)]
+    pub(crate) heard: crate::service::devices::HeardMap,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -144,6 +148,7 @@ async fn answer(stream: AsyncUnixStream, service: Arc<Service>, activated: bool)
                 pid: std::process::id(),
                 activated,
                 seen: service.seen(),
+                heard: service.users.devices.heard_now(),
                 compressing: service
                     .users
                     .all()

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod backups;
 pub mod config;
 pub mod control;
+pub mod devices;
 pub mod session;
 pub mod throttle;
 

@@ -20,6 +20,8 @@ use crate::ground::durable;
 
 /// The users added with `leitner user add` (PHC hashes), mode 0600.
 pub(crate) const USERS_FILE: &str = "leitner-users.json";
+/// One record per logged-in device (hashed keys), mode 0600.
+pub(crate) const DEVICES_FILE: &str = "leitner-devices.json";
 /// Held by the server for its life, or by a command while no server runs.
 pub(crate) const LOCK_FILE: &str = "leitner.lock";
 /// The running server's control socket.

@@ -6,5 +6,6 @@
 pub mod backup;
 pub mod collection;
 pub mod data_dir;
+pub mod devices;
 pub mod media;
 pub mod users;

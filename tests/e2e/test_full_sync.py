@@ -14,7 +14,9 @@ Changes = SyncCollectionResponse.ChangesRequired
 def test_login_and_auth_errors(server, tmp_path):
     dev = Device(tmp_path / "a")
     auth = dev.login(server)
-    assert auth.hkey == "6985e52cea44a28695d5c440bd42f57e9f50b7b1"  # sha1("alice:secret")
+    # A key of its own (a device record), shaped as the official ones.
+    assert len(auth.hkey) == 40 and auth.hkey != "6985e52cea44a28695d5c440bd42f57e9f50b7b1"
+    assert dev.login(server).hkey != auth.hkey
     for user, password in [("alice", "wrong"), ("mallory", "secret")]:
         with pytest.raises(SyncError) as err:
             dev.login(server, user, password)

@@ -105,6 +105,13 @@ fn unpack_record(
             "the users store",
         )?;
     }
+    if let Some(devices) = &record.devices_file {
+        put(
+            &staging.join(data_dir::DEVICES_FILE),
+            devices,
+            "the devices store",
+        )?;
+    }
     for user in &record.users {
         let name = &user.name;
         let invalid = |why: String| (format!("{name}'s files"), BackupError::Invalid(why));
@@ -249,11 +256,11 @@ fn move_in(
             crate::ground::clock::now_millis()
         ));
         std::fs::create_dir(&aside).map_err(|e| io(&aside, e))?;
-        for name in present
-            .iter()
-            .map(String::as_str)
-            .chain([data_dir::USERS_FILE, data_dir::SEEN_FILE])
-        {
+        for name in present.iter().map(String::as_str).chain([
+            data_dir::USERS_FILE,
+            data_dir::DEVICES_FILE,
+            data_dir::SEEN_FILE,
+        ]) {
             let from = base.join(name);
             if from.exists() {
                 std::fs::rename(&from, aside.join(name)).map_err(|e| io(&from, e))?;
@@ -270,9 +277,11 @@ fn move_in(
             std::fs::rename(&from, base.join(name)).map_err(|e| io(&from, e))?;
         }
     }
-    let users = staging.join(data_dir::USERS_FILE);
-    if users.exists() {
-        std::fs::rename(&users, base.join(data_dir::USERS_FILE)).map_err(|e| io(&users, e))?;
+    for name in [data_dir::USERS_FILE, data_dir::DEVICES_FILE] {
+        let from = staging.join(name);
+        if from.exists() {
+            std::fs::rename(&from, base.join(name)).map_err(|e| io(&from, e))?;
+        }
     }
     durable::sync_dir(base).map_err(|e| io(base, e))
 }

@@ -71,12 +71,19 @@ pub(crate) fn run(
         .map(|r| r.users.into_iter().map(|u| (u.name, u.media)).collect())
         .unwrap_or_default();
 
-    let users_path = crate::storage::users::path(&config.base);
-    let users_file = match File::open(&users_path) {
-        Ok(mut file) => Some(at("the users store", repo.store(&mut file))?),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return at("the users store", Err(BackupError::Source(e))),
+    let mut store_file = |path: &std::path::Path, what: &str| match File::open(path) {
+        Ok(mut file) => Ok(Some(at(what, repo.store(&mut file))?)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => at(what, Err(BackupError::Source(e))),
     };
+    let users_file = store_file(
+        &crate::storage::users::path(&config.base),
+        "the users store",
+    )?;
+    let devices_file = store_file(
+        &crate::storage::devices::path(&config.base),
+        "the devices store",
+    )?;
     let mut record = Record {
         format: record::FORMAT,
         version: env!("CARGO_PKG_VERSION").into(),
@@ -84,6 +91,7 @@ pub(crate) fn run(
         created: crate::ground::clock::now_millis(),
         host,
         users_file,
+        devices_file,
         users: Vec::new(),
     };
     for name in users {

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use smol::future::FutureExt;
 
 use super::{reply_json, Call};
+use crate::ground::pool::blocking;
 use crate::http::error::{Failure, Outcome};
 use crate::http::request_log::RequestLine;
 
@@ -39,11 +40,7 @@ pub(crate) async fn host_key(call: &mut Call, line: &mut RequestLine) -> Outcome
     .or(stopping)
     .await?;
     line.user = Some(known.account.name.clone());
-    Ok(reply_json(
-        HostKey {
-            key: known.host_key,
-        },
-        call.zstd(),
-    )
-    .await)
+    let (client, peer) = (call.header.client.clone(), call.peer);
+    let key = blocking(move || service.users.new_device(&known, &client, peer)).await;
+    Ok(reply_json(HostKey { key }, call.zstd()).await)
 }

@@ -17,6 +17,9 @@ use crate::storage::collection;
 struct MetaRequest {
     #[serde(rename = "v")]
     version: i64,
+    /// The client's full description: `anki,26.9.3 (0b9d9a1),lin:debian:13`.
+    #[serde(rename = "cv", default)]
+    client: String,
 }
 
 #[derive(Serialize)]
@@ -38,6 +41,7 @@ struct Meta {
 
 pub(crate) async fn meta(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
     let body = call.json_later::<MetaRequest>().await?;
+    let described = call.client_described();
     // Known after the first request (kept by the account); read before the
     // hop so that the request takes one.
     let media_usn = super::media::current_usn(account).await?;
@@ -56,7 +60,7 @@ pub(crate) async fn meta(call: &mut Call, account: &Arc<Account>) -> Outcome<Res
             let path = account.collection_path();
             let dir = account.dir.clone();
             return blocking(move || {
-                let version = check_version(body.parse()?)?;
+                let version = check_version(body.parse()?, described)?;
                 let facts = Facts::read(collection::status(&collection::open(&path)?)?, &dir)?;
                 Ok(reply.to(facts, version))
             })
@@ -68,7 +72,7 @@ pub(crate) async fn meta(call: &mut Call, account: &Arc<Account>) -> Outcome<Res
     let session = call.header.session.clone();
     let idle = call.service.config.sync_idle;
     blocking(move || {
-        let version = check_version(body.parse()?)?;
+        let version = check_version(body.parse()?, described)?;
         state.expire_session(idle);
         // The same client starting over abandons its own sync; another
         // device's check (a phone in the background) leaves it running and
@@ -88,7 +92,8 @@ pub(crate) async fn meta(call: &mut Call, account: &Arc<Account>) -> Outcome<Res
 
 /// The client's sync version, if we speak it (501 otherwise, which old
 /// clients show as "please update").
-fn check_version(request: MetaRequest) -> Outcome<i64> {
+fn check_version(request: MetaRequest, described: impl FnOnce(&str)) -> Outcome<i64> {
+    described(&request.client);
     if !(MIN_VERSION as i64..=MAX_VERSION as i64).contains(&request.version) {
         return Err(Failure::too_old(format!(
             "sync version {} is not supported",

@@ -36,6 +36,8 @@ pub(crate) struct Call {
     limit: u64,
     /// An old client's upload, received before its host key was read.
     pub(crate) legacy_upload: Option<crate::storage::collection::upload::Received>,
+    /// The hash of the device's key, once authenticated.
+    device: Option<String>,
 }
 
 impl Call {
@@ -45,6 +47,18 @@ impl Call {
 
     pub(crate) fn body_limit(&self) -> u64 {
         self.limit
+    }
+
+    /// Keeps the client's full description (`cv` of `meta`: the header's is
+    /// short, and a recent AnkiDroid names itself only in the full one) as
+    /// its device's, for `leitner device list`.
+    pub(crate) fn client_described(&self) -> impl FnOnce(&str) + Send + 'static {
+        let (service, device, peer) = (self.service.clone(), self.device.clone(), self.peer);
+        move |client: &str| {
+            if let Some(device) = device {
+                service.users.devices.heard(&device, peer, client);
+            }
+        }
     }
 
     /// The request body, once, for streaming it somewhere.
@@ -230,6 +244,7 @@ async fn dispatch(
         body: Some(Incoming::new(body, received, service.budget.clone())),
         limit: endpoint.body_limit(service.collection_limit()),
         legacy_upload: legacy.as_mut().and_then(|form| form.upload.take()),
+        device: None,
     };
     let outcome = answer(service, &mut call, endpoint, query_version, line).await;
     if legacy.is_none() {
@@ -321,15 +336,23 @@ async fn answer(
         }
         return login::host_key(call, line).await;
     }
-    let account = service
+    let found = service
         .users
         .by_host_key(&call.header.host_key)
         .ok_or_else(Failure::forbidden)?;
+    let account = found.account.clone();
     line.user = Some(account.name.clone());
     account.saw(crate::storage::data_dir::Seen {
         at: crate::ground::clock::now_millis(),
         client: call.header.client.clone(),
     });
+    if found.unrecorded.is_some() {
+        let (service, client, peer) = (service.clone(), call.header.client.clone(), call.peer);
+        let found = found.clone();
+        blocking(move || service.users.record_moved(&found, &client, peer)).await;
+    }
+    service.users.devices.heard(&found.key_hash, call.peer, "");
+    call.device = Some(found.key_hash);
 
     match endpoint {
         Endpoint::Sync(SyncMethod::Meta) => meta::meta(call, &account).await,

@@ -21,6 +21,10 @@ pub(crate) struct Record {
     pub(crate) created: i64,
     pub(crate) host: String,
     pub(crate) users_file: Option<Stored>,
+    /// The devices store (from leitner 0.2 on): restored, devices that
+    /// logged in before the backup sync on without logging in again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) devices_file: Option<Stored>,
     pub(crate) users: Vec<UserRecord>,
 }
 
@@ -60,6 +64,7 @@ impl Record {
         });
         self.users_file
             .iter()
+            .chain(&self.devices_file)
             .chain(users)
             .flat_map(|s| s.chunks.iter())
     }
@@ -71,7 +76,12 @@ impl Record {
                 .chain(&u.media_db)
                 .chain(u.media.iter().map(|m| &m.stored))
         });
-        self.users_file.iter().chain(users).map(|s| s.size).sum()
+        self.users_file
+            .iter()
+            .chain(&self.devices_file)
+            .chain(users)
+            .map(|s| s.size)
+            .sum()
     }
 }
 

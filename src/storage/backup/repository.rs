@@ -514,6 +514,7 @@ mod tests {
             created,
             host: "test".into(),
             users_file: None,
+            devices_file: None,
             users: vec![UserRecord {
                 name: "alice".into(),
                 collection: Some(collection),
