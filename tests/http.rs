@@ -182,7 +182,9 @@ fn health_and_routing() {
     let r = request(s.addr, "POST", "/health", &[], b"");
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("GET, HEAD"));
-    assert_eq!(request(s.addr, "GET", "/", &[], b"").status, 404);
+    // The welcome page; anything else not an endpoint is a 404.
+    assert_eq!(request(s.addr, "GET", "/", &[], b"").status, 200);
+    assert_eq!(request(s.addr, "GET", "/favicon.ico", &[], b"").status, 404);
     assert_eq!(
         request(
             s.addr,

@@ -9,6 +9,9 @@ use http_types::Method;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Endpoint {
     Health,
+    /// The page a browser gets at the server's address (`/`, or a proxy's
+    /// `/anki/`): how to set up each client.
+    Welcome,
     Sync(SyncMethod),
     Media(MediaMethod),
 }
@@ -58,6 +61,7 @@ impl Endpoint {
     pub(crate) fn log_name(self) -> String {
         match self {
             Endpoint::Health => "health".into(),
+            Endpoint::Welcome => "welcome".into(),
             Endpoint::Sync(m) => format!("sync/{}", m.wire_name()),
             Endpoint::Media(m) => format!("msync/{}", m.wire_name()),
         }
@@ -92,7 +96,7 @@ impl Endpoint {
 
     fn allows(self, method: Method) -> bool {
         match self {
-            Endpoint::Health => matches!(method, Method::Get | Method::Head),
+            Endpoint::Health | Endpoint::Welcome => matches!(method, Method::Get | Method::Head),
             // Pre-v11 desktop clients start media syncs with a GET.
             Endpoint::Media(MediaMethod::Begin) => matches!(method, Method::Get | Method::Post),
             _ => method == Method::Post,
@@ -123,6 +127,8 @@ pub(crate) fn route(method: Method, path: &str) -> Result<Endpoint, Refusal> {
             .map(Endpoint::Media)
             .ok_or_else(|| Refusal::NotFound(format!("no media sync method '{name}'")))?,
         (_, "health") => Endpoint::Health,
+        // The address itself, with its slash: the page's own folder.
+        (_, "") => Endpoint::Welcome,
         _ => {
             return Err(Refusal::NotFound(
                 "not an Anki sync endpoint: point Anki at this server's base URL".into(),
@@ -131,7 +137,7 @@ pub(crate) fn route(method: Method, path: &str) -> Result<Endpoint, Refusal> {
     };
     if !endpoint.allows(method) {
         let allow = match endpoint {
-            Endpoint::Health => "GET, HEAD",
+            Endpoint::Health | Endpoint::Welcome => "GET, HEAD",
             Endpoint::Media(MediaMethod::Begin) => "GET, POST",
             _ => "POST",
         };
@@ -167,7 +173,16 @@ mod tests {
             route(Method::Post, "/sync/bogus"),
             Err(Refusal::NotFound(_))
         ));
-        assert!(matches!(route(Method::Get, "/"), Err(Refusal::NotFound(_))));
+        assert_eq!(route(Method::Get, "/"), Ok(Endpoint::Welcome));
+        assert_eq!(route(Method::Head, "/anki/"), Ok(Endpoint::Welcome));
+        assert_eq!(
+            route(Method::Post, "/"),
+            Err(Refusal::MethodNotAllowed { allow: "GET, HEAD" })
+        );
+        assert!(matches!(
+            route(Method::Get, "/favicon.ico"),
+            Err(Refusal::NotFound(_))
+        ));
         assert!(matches!(
             route(Method::Get, "/sync"),
             Err(Refusal::NotFound(_))

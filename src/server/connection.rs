@@ -12,10 +12,10 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 use smol::Timer;
 
-use super::forwarded;
 use super::head::{self, Refused};
 use super::wire::{Stalling, Wire};
 use crate::http::endpoints;
+use crate::http::forwarded;
 use crate::service::Service;
 
 /// How long a connection may sit between requests, or take to send a head
@@ -70,11 +70,15 @@ pub(super) async fn serve(
         buf.clear();
 
         let endpoint = |mut req: http_types::Request| {
-            let client = forwarded::client(peer, &req, &service.config.trusted_proxies);
+            let trusted = &service.config.trusted_proxies;
+            let from = endpoints::Peer {
+                client: forwarded::client(peer, &req, trusted),
+                proxied: forwarded::is_trusted(peer, trusted),
+            };
             let service = service.clone();
             let wire = wire.clone();
             async move {
-                let res = endpoints::handle(service, &mut req, Some(client)).await;
+                let res = endpoints::handle(service, &mut req, Some(from)).await;
                 if !wire.awaits_continue() {
                     finish_body(&mut req).await;
                 }

@@ -22,7 +22,6 @@ use crate::service::Service;
 
 mod chunked;
 mod connection;
-mod forwarded;
 mod head;
 mod http10;
 pub mod listen;

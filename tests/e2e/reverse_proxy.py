@@ -107,12 +107,17 @@ class Nginx(Proxy):
             tls = f"    listen {listen};\n"
         # The one setting a sync server needs: nginx refuses bodies over 1 MB.
         body = "    client_max_body_size 500m;\n"
+        # For the welcome page: the address the browser used. (Headers set
+        # in a location replace all of the server's, so they go here.)
+        headers = ("        proxy_set_header X-Forwarded-Host $http_host;\n"
+                   "        proxy_set_header X-Forwarded-Proto $scheme;\n")
         if self.forward_for:
-            body += "    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
+            headers += "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
         if self.subpath:
-            location = f"    location /anki/ {{\n        proxy_pass http://127.0.0.1:{self.upstream}/;\n    }}\n"
+            location = (f"    location /anki/ {{\n        proxy_pass http://127.0.0.1:{self.upstream}/;\n"
+                        + headers + "        proxy_set_header X-Forwarded-Prefix /anki;\n    }\n")
         else:
-            location = f"    location / {{\n        proxy_pass http://127.0.0.1:{self.upstream};\n    }}\n"
+            location = f"    location / {{\n        proxy_pass http://127.0.0.1:{self.upstream};\n" + headers + "    }\n"
         return "server {\n" + tls + body + location + "}\n"
 
     def write_config(self) -> None:
@@ -139,8 +144,10 @@ class Caddy(Proxy):
         else:
             head = f"http://127.0.0.1:{self.port} {{\n"
         if self.subpath:
-            # handle_path takes /anki off before passing the request on.
-            body = f"    handle_path /anki/* {{\n        reverse_proxy 127.0.0.1:{self.upstream}\n    }}\n"
+            # handle_path takes /anki off before passing the request on; the
+            # prefix header tells the welcome page it was there.
+            body = (f"    handle_path /anki/* {{\n        reverse_proxy 127.0.0.1:{self.upstream} {{\n"
+                    "            header_up X-Forwarded-Prefix /anki\n        }\n    }\n")
         else:
             body = f"    reverse_proxy 127.0.0.1:{self.upstream}\n"
         return head + body + "}\n"
@@ -171,6 +178,11 @@ class Apache(Proxy):
                       f"    SSLCertificateFile {self.tls}/cert.pem",
                       f"    SSLCertificateKeyFile {self.tls}/key.pem",
                       "    SSLProtocol -all +TLSv1.2 +TLSv1.3"]
+        # For the welcome page (Apache sends X-Forwarded-Host itself).
+        if self.tls:
+            lines += ["    RequestHeader set X-Forwarded-Proto https"]
+        if self.subpath:
+            lines += ["    RequestHeader set X-Forwarded-Prefix /anki"]
         lines += [f"    ProxyPass {prefix} http://127.0.0.1:{self.upstream}/",
                   # Apache's default (1 GiB since 2.4.54); named so it can be found.
                   "    LimitRequestBody 524288000",
@@ -179,7 +191,7 @@ class Apache(Proxy):
 
     def write_config(self) -> None:
         w = self.work
-        mods = ["mpm_event", "authz_core", "proxy", "proxy_http"] + (["ssl", "socache_shmcb"] if self.tls else [])
+        mods = ["mpm_event", "authz_core", "proxy", "proxy_http", "headers"] + (["ssl", "socache_shmcb"] if self.tls else [])
         loads = "".join(f"LoadModule {m}_module {self.modules}/mod_{m}.so\n" for m in mods)
         user = "User www-data\nGroup www-data\n" if os.geteuid() == 0 else ""
         (w / "apache2.conf").write_text(

@@ -147,13 +147,23 @@ fn gunzip(data: &[u8], limit: u64, charge: &mut crate::ground::budget::Charge) -
     }
 }
 
+/// Who a request came from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Peer {
+    /// The TCP peer, or the client a trusted proxy names.
+    pub(crate) client: IpAddr,
+    /// The TCP peer is a trusted proxy (whose `X-Forwarded-*` count).
+    pub(crate) proxied: bool,
+}
+
 /// Answers one request. Never fails: every problem becomes a status code.
 /// What the answer did not need of the body stays in `req`.
 pub(crate) async fn handle(
     service: Arc<Service>,
     req: &mut Request,
-    peer: Option<IpAddr>,
+    from: Option<Peer>,
 ) -> Response {
+    let peer = from.map(|p| p.client);
     let activity = service.activity.begin();
     let mut line = RequestLine {
         from: peer,
@@ -163,7 +173,7 @@ pub(crate) async fn handle(
         received: Arc::new(AtomicU64::new(0)),
         problem: None,
     };
-    let outcome = AssertUnwindSafe(dispatch(&service, req, peer, &mut line))
+    let outcome = AssertUnwindSafe(dispatch(&service, req, from, &mut line))
         .catch_unwind()
         .await
         .unwrap_or_else(|_| Err(Failure::internal("the request handler panicked")));
@@ -180,9 +190,10 @@ pub(crate) async fn handle(
 async fn dispatch(
     service: &Arc<Service>,
     req: &mut Request,
-    peer: Option<IpAddr>,
+    from: Option<Peer>,
     line: &mut RequestLine,
 ) -> Outcome<Response> {
+    let peer = from.map(|p| p.client);
     let endpoint = match route::route(req.method(), req.url().path()) {
         Ok(endpoint) => endpoint,
         Err(Refusal::NotFound(why)) => return Err(Failure::new(StatusCode::NotFound, why)),
@@ -199,6 +210,10 @@ async fn dispatch(
     line.endpoint = endpoint.log_name();
     if endpoint == Endpoint::Health {
         return Ok(Response::new(StatusCode::Ok));
+    }
+    if endpoint == Endpoint::Welcome {
+        let proxied = from.is_some_and(|p| p.proxied);
+        return Ok(crate::http::welcome::page(service, req, proxied).await);
     }
 
     // Pre-v11 desktop releases start media sync with `GET ?k=<host key>&v=..`.
@@ -372,7 +387,7 @@ async fn answer(
         Endpoint::Media(MediaMethod::UploadChanges) => media::upload_changes(call, &account).await,
         Endpoint::Media(MediaMethod::DownloadFiles) => media::download_files(call, &account).await,
         Endpoint::Media(MediaMethod::MediaSanity) => media::sanity(call, &account).await,
-        Endpoint::Health => unreachable!("answered above"),
+        Endpoint::Health | Endpoint::Welcome => unreachable!("answered above"),
     }
 }
 
