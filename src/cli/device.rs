@@ -36,7 +36,7 @@ revoke   cuts a device off (a lost phone): its next sync is refused and Anki
 pub(crate) struct DeviceView {
     pub(crate) user: String,
     pub(crate) id: String,
-    /// The client, as people name it: `Anki 26.9.3 (linux)`.
+    /// The client, as people name it: `Anki 26.9.3 (Linux)`.
     pub(crate) client: String,
     /// The client's own description, as it sent it.
     pub(crate) client_raw: String,
@@ -187,7 +187,7 @@ pub(crate) fn print_devices(views: &[DeviceView]) {
                     .unwrap_or_else(|| "never".into()),
                 v.address.clone(),
                 match (v.state, v.origin) {
-                    ("active", Origin::Moved) => "active (key from the official server)".into(),
+                    (state, Origin::Moved) => format!("{state} (key from the official server)"),
                     ("retired", _) => "retired (password changed)".into(),
                     (state, _) => state.to_owned(),
                 },
@@ -216,7 +216,34 @@ fn revoke(config: &Config, user: &str, id: Option<&str>) -> Outcome {
         return Err(Error::failed(format!("there is no user '{user}'")));
     }
     let now = crate::ground::clock::now_millis();
+    // --all also shuts out the official server's key, used yet or not.
+    let moved = match id {
+        None => {
+            let users = crate::storage::users::load(&config.base)
+                .map_err(|e| Error::failed(e.to_string()))?;
+            crate::service::auth::password_marks(&config.users, &users)
+                .remove(user)
+                .map(|mark| (devices::moved_key(user, &mark), mark))
+        }
+        Some(_) => None,
+    };
     let revoked = devices::edit(&config.base, |all| {
+        if let Some((key, mark)) = &moved {
+            if !all.iter().any(|d| d.key == *key) {
+                all.push(Device {
+                    user: user.to_owned(),
+                    id: devices::new_id(all, user)?,
+                    key: key.clone(),
+                    password: mark.clone(),
+                    origin: Origin::Moved,
+                    client: String::new(),
+                    first: now,
+                    last: 0,
+                    address: String::new(),
+                    revoked: None,
+                });
+            }
+        }
         let mut revoked = Vec::new();
         for d in all.iter_mut() {
             let matches = d.user == user && id.map_or(true, |id| d.id == id);
@@ -249,11 +276,13 @@ fn revoke(config: &Config, user: &str, id: Option<&str>) -> Outcome {
     Ok(())
 }
 
-/// Forgets every device record of `user` (the user went, or their password
-/// changed and every key of the old one is dead anyway).
-pub(crate) fn forget_user(config: &Config, user: &str) -> Result<(), Error> {
+/// Forgets the device records of `user` but those of the password of
+/// `keep` (the user went: `None`; or their password changed, and every key
+/// of the old one is dead anyway, while a device may already have logged in
+/// with the new one).
+pub(crate) fn forget_user(config: &Config, user: &str, keep: Option<&str>) -> Result<(), Error> {
     devices::edit(&config.base, |all| {
-        all.retain(|d| d.user != user);
+        all.retain(|d| d.user != user || keep == Some(d.password.as_str()));
         Ok(())
     })
     .map_err(|e| Error::failed(e.to_string()))

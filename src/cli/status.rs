@@ -97,7 +97,11 @@ pub(super) fn run(args: Vec<OsString>) -> Outcome {
             Default::default(),
         ),
     };
-    let devices = super::device::views(&config, &heard)?;
+    // A damaged devices store must not hide the rest of the status.
+    let devices = super::device::views(&config, &heard).unwrap_or_else(|e| {
+        eprintln!("leitner: {}", e.message);
+        Vec::new()
+    });
     let (free, total) = disk_space(&config.base);
     let users = super::all_users(&config)?
         .into_iter()

@@ -158,7 +158,12 @@ fn passwd(config: &Config, name: &str, stdin: bool) -> Outcome {
     })
     .map_err(store_error)?;
     // Their keys died with the old password; the records go too.
-    super::device::forget_user(config, name)?;
+    let mark = users::load(&config.base)
+        .map_err(store_error)?
+        .iter()
+        .find(|u| u.name == name)
+        .map(crate::service::auth::stored_password_mark);
+    super::device::forget_user(config, name, mark.as_deref())?;
     println!("changed the password of '{name}': each of their devices must log in again");
     Ok(())
 }
@@ -199,7 +204,7 @@ fn remove(config: &Config, name: &str, delete_data: bool, yes: bool) -> Outcome 
         Ok(())
     })
     .map_err(store_error)?;
-    super::device::forget_user(config, name)?;
+    super::device::forget_user(config, name, None)?;
     if !delete_data {
         println!(
             "removed user '{name}'; their data stays in {} (leitner user remove --delete-data \

@@ -20,23 +20,24 @@ pub(crate) fn is_trusted(peer: IpAddr, trusted: &[Cidr]) -> bool {
     trusted.iter().any(|net| net.contains(peer))
 }
 
-/// Who sent `req` over a connection from `peer`.
+/// Who sent `req` over a connection from `peer`. `X-Forwarded-For` wins
+/// over `Forwarded`: nginx, Caddy and Apache write the former and pass a
+/// client's own `Forwarded` through untouched.
 pub(crate) fn client(peer: IpAddr, req: &Request, trusted: &[Cidr]) -> IpAddr {
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if !is_trusted(peer) {
+    if !is_trusted(peer, trusted) {
         return peer;
     }
-    let hops: Vec<Option<IpAddr>> = if let Some(values) = req.header("forwarded") {
-        values
-            .iter()
-            .flat_map(|v| v.as_str().split(','))
-            .map(forwarded_for)
-            .collect()
-    } else if let Some(values) = req.header("x-forwarded-for") {
+    let hops: Vec<Option<IpAddr>> = if let Some(values) = req.header("x-forwarded-for") {
         values
             .iter()
             .flat_map(|v| v.as_str().split(','))
             .map(|hop| address(hop.trim()))
+            .collect()
+    } else if let Some(values) = req.header("forwarded") {
+        values
+            .iter()
+            .flat_map(|v| v.as_str().split(','))
+            .map(forwarded_for)
             .collect()
     } else {
         return peer;
@@ -44,7 +45,7 @@ pub(crate) fn client(peer: IpAddr, req: &Request, trusted: &[Cidr]) -> IpAddr {
     // From the nearest hop back: each trusted proxy vouches for the next.
     let mut client = peer;
     for hop in hops.iter().rev() {
-        if !is_trusted(client) {
+        if !is_trusted(client, trusted) {
             break;
         }
         match hop {
@@ -128,11 +129,12 @@ pub(crate) fn origin(req: &Request, proxied: bool) -> Origin {
             })
         })
     };
-    if let Some(proto) = pair("proto").or_else(|| header("x-forwarded-proto")) {
+    // As for the client's address, the X- headers first (see `client`).
+    if let Some(proto) = header("x-forwarded-proto").or_else(|| pair("proto")) {
         origin.https = proto.eq_ignore_ascii_case("https");
     }
-    if let Some(host) = pair("host")
-        .or_else(|| header("x-forwarded-host"))
+    if let Some(host) = header("x-forwarded-host")
+        .or_else(|| pair("host"))
         .filter(|h| is_host(h))
     {
         origin.host = Some(host);
@@ -229,12 +231,16 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_wins_over_x_forwarded_for_and_takes_every_form() {
+    fn x_forwarded_for_wins_and_forwarded_takes_every_form() {
+        // A client's own `Forwarded`, passed on by a proxy that appends to
+        // X-Forwarded-For, is not believed.
         let both = req(&[
             ("forwarded", "for=192.0.2.60;proto=https;by=203.0.113.43"),
             ("x-forwarded-for", "6.6.6.6"),
         ]);
-        assert_eq!(client(ip("::1"), &both, &loopback()), ip("192.0.2.60"));
+        assert_eq!(client(ip("::1"), &both, &loopback()), ip("6.6.6.6"));
+        let alone = req(&[("forwarded", "for=192.0.2.60;proto=https")]);
+        assert_eq!(client(ip("::1"), &alone, &loopback()), ip("192.0.2.60"));
         let v6 = req(&[(
             "forwarded",
             r#"for=1.2.3.4, For="[2001:db8:cafe::17]:4711""#,

@@ -6,8 +6,8 @@
 //! user can enter). A command that must change a user's files while the
 //! server may have them open asks the server to *hold* that user: the server
 //! takes the user's locks (waiting for a request in flight, and for a normal
-//! sync in progress to finish, rolling it back only once it stalls), closes
-//! the collection and media database, and
+//! sync in progress to finish while it keeps going, up to four minutes),
+//! closes the collection and media database, and
 //! answers; the command does its work; when the command closes the
 //! connection (or dies), the server lets go and the user's next request
 //! reopens the files from disk. The server never runs a command's logic, so
@@ -28,8 +28,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use smol::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use smol::lock::{MutexGuardArc, RwLockWriteGuardArc};
 use smol::net::unix::{UnixListener, UnixStream as AsyncUnixStream};
 
+use crate::service::account::{Account, AccountState};
 use crate::service::Service;
 use crate::storage::data_dir::{self, DirLock, SeenMap, CONTROL_SOCKET};
 
@@ -218,17 +220,15 @@ async fn answer(stream: AsyncUnixStream, service: Arc<Service>, activated: bool)
 
 /// The user's file and state locks, taken between two normal syncs: a
 /// hold would roll back a sync in progress (the device sees "only one copy
-/// of Anki can sync"), so a command waits for it to finish, as long as it
-/// keeps going, up to `idle` (the time after which an untouched sync counts
-/// as abandoned anyway).
+/// of Anki can sync"), so a command waits while the sync keeps going (a
+/// request within `idle`: one untouched longer is abandoned and rolled
+/// back), for at most [`SYNC_WAIT`], well inside the command's own patience
+/// ([`HOLD_WAIT`]).
 async fn hold_between_syncs(
-    account: &Arc<crate::service::account::Account>,
+    account: &Arc<Account>,
     idle: Duration,
-) -> (
-    smol::lock::RwLockWriteGuardArc<()>,
-    smol::lock::MutexGuardArc<crate::service::account::AccountState>,
-) {
-    let deadline = Instant::now() + idle;
+) -> (RwLockWriteGuardArc<()>, MutexGuardArc<AccountState>) {
+    let deadline = Instant::now() + SYNC_WAIT;
     loop {
         let files = account.replacing_files().await;
         let state = account.lock().await;
@@ -348,6 +348,9 @@ pub(crate) struct Coordinator {
 const SETTLE: Duration = Duration::from_secs(120);
 /// How long a hold may wait for the user's request in flight.
 const HOLD_WAIT: Duration = Duration::from_secs(300);
+/// How long a hold waits for a normal sync that keeps going (a first sync
+/// of a large collection on a Pi takes minutes) before rolling it back.
+const SYNC_WAIT: Duration = Duration::from_secs(240);
 
 impl Coordinator {
     pub(crate) fn new(base: &Path) -> io::Result<Coordinator> {

@@ -54,8 +54,8 @@ impl Devices {
         if let Some(address) = address {
             entry.address = address.to_string();
         }
-        if !client.is_empty() && entry.client != client {
-            entry.client = client.to_owned();
+        if !client.is_empty() {
+            entry.client = clean(client);
         }
     }
 
@@ -93,7 +93,7 @@ impl Devices {
                 key: key.clone(),
                 password: who.password.clone(),
                 origin,
-                client: who.client.to_owned(),
+                client: clean(who.client),
                 first: now,
                 last: 0,
                 address: who.address.map(|a| a.to_string()).unwrap_or_default(),
@@ -201,6 +201,17 @@ pub(crate) fn describe_client(raw: &str) -> String {
     }
 }
 
+/// A client's description as it may be kept and shown: anyone with a
+/// password chooses it, so no control characters (a terminal's escapes),
+/// and at most 200 characters.
+fn clean(client: &str) -> String {
+    client
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect()
+}
+
 /// Writes what was heard into the records it is about.
 pub(crate) fn fold(all: &mut [Device], heard: &HeardMap) {
     for device in all.iter_mut() {
@@ -249,6 +260,12 @@ mod tests {
         for (raw, shown) in cases {
             assert_eq!(describe_client(raw), shown, "{raw}");
         }
+    }
+
+    #[test]
+    fn what_clients_say_of_themselves_is_kept_tame() {
+        assert_eq!(clean("anki\u{1b}[31m,2\n"), "anki[31m,2");
+        assert_eq!(clean(&"x".repeat(500)).len(), 200);
     }
 
     #[test]

@@ -5,8 +5,11 @@
 //! A login gets a random host key; the record keeps only its SHA-256, so the
 //! file (mode 0600, replaced whole like the users store) holds nothing a
 //! device could log in with. Each record also names the password it was
-//! issued under (a fingerprint, see [`password_mark`]): a new password
-//! retires every key of the old one, for `SYNC_USERn` users too.
+//! issued under (a short fingerprint, see [`password_mark`]): a new password
+//! retires every key of the old one, for `SYNC_USERn` users too. The key the
+//! official server derives from the password is one record per user and
+//! password ([`moved_key`]), kept however many records come after it, so a
+//! revocation of it holds.
 //!
 //! How recently a device synced changes on every request; the server keeps
 //! that in memory and folds it in here when it exits (and at the next
@@ -47,7 +50,8 @@ pub(crate) struct Device {
     pub(crate) user: String,
     /// Short and random, unique per user: what `device revoke` takes.
     pub(crate) id: String,
-    /// SHA-256 of the host key, hex.
+    /// SHA-256 of the host key, hex; for the official server's key,
+    /// [`moved_key`].
     pub(crate) key: String,
     /// The password the key was issued under ([`password_mark`]).
     pub(crate) password: String,
@@ -119,12 +123,22 @@ pub(crate) fn key_hash(host_key: &str) -> String {
     crate::ground::hex::encode(&Sha256::digest(host_key.as_bytes()))
 }
 
-/// A fingerprint of a user's current password, from the key the official
-/// server would derive from it: it changes with the password, and tells
-/// nothing of it (it is a hash of a hash, cut short).
+/// A fingerprint of a user's password, from the key the official server
+/// derives from it: it changes with the password. Four hex digits on
+/// purpose: that key is a fast hash of a `SYNC_USERn` password, and a longer
+/// fingerprint in this file (and in every backup of it) would let anyone
+/// holding one test password guesses offline; 16 bits confirm none. The
+/// price: a changed `SYNC_USERn` password leaves the old devices in with a
+/// chance of 1 in 65,536 (`user passwd` removes their records anyway).
 pub(crate) fn password_mark(derived_host_key: &str) -> String {
     let digest = Sha256::digest(format!("leitner device\0{derived_host_key}").as_bytes());
-    crate::ground::hex::encode(&digest[..8])
+    crate::ground::hex::encode(&digest[..2])
+}
+
+/// The record `key` of the official server's key for `user` under the
+/// password of `mark`.
+pub(crate) fn moved_key(user: &str, mark: &str) -> String {
+    format!("moved:{user}:{mark}")
 }
 
 /// A new random host key: 40 hex digits, the shape of the official ones.
@@ -190,7 +204,9 @@ pub(crate) fn edit<T>(
 }
 
 /// Keeps each user's newest [`MAX_PER_USER`] live and
-/// [`MAX_REVOKED_PER_USER`] revoked records.
+/// [`MAX_REVOKED_PER_USER`] revoked records of logins, and every record of
+/// the official server's key (one per password: forgetting a revoked one
+/// would let that key in again).
 fn trim(devices: &mut Vec<Device>) {
     let mut order: Vec<usize> = (0..devices.len()).collect();
     // Newest first, so the first ones counted are the ones kept.
@@ -199,6 +215,10 @@ fn trim(devices: &mut Vec<Device>) {
     let mut keep = vec![false; devices.len()];
     for i in order {
         let d = &devices[i];
+        if d.origin == Origin::Moved {
+            keep[i] = true;
+            continue;
+        }
         let revoked = d.revoked.is_some();
         let n = counts.entry((d.user.as_str(), revoked)).or_default();
         *n += 1;
@@ -269,7 +289,15 @@ mod tests {
             gone.revoked = Some(i);
             all.push(gone);
         }
+        let mut moved = device("alice", "m", 0);
+        (moved.origin, moved.key, moved.revoked) =
+            (Origin::Moved, moved_key("alice", "ab12"), Some(1));
+        all.push(moved.clone());
         trim(&mut all);
+        assert!(
+            all.contains(&moved),
+            "a revoked official key is never forgotten"
+        );
         let alice_live: Vec<_> = all
             .iter()
             .filter(|d| d.user == "alice" && d.revoked.is_none())
@@ -279,7 +307,7 @@ mod tests {
         assert!(alice_live.iter().all(|d| d.last >= 103));
         assert_eq!(
             all.iter().filter(|d| d.revoked.is_some()).count(),
-            MAX_REVOKED_PER_USER
+            MAX_REVOKED_PER_USER + 1
         );
         assert!(all.iter().any(|d| d.user == "bob"));
     }
@@ -290,7 +318,7 @@ mod tests {
         assert_eq!(key.len(), 40);
         assert_ne!(key, new_host_key().unwrap());
         assert_eq!(key_hash("x").len(), 64);
-        assert_eq!(password_mark("a").len(), 16);
+        assert_eq!(password_mark("a").len(), 4);
         assert_ne!(password_mark("a"), password_mark("b"));
         let taken = vec![device("alice", "abcdef", 0)];
         assert_ne!(new_id(&taken, "alice").unwrap(), "abcdef");

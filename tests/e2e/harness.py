@@ -317,11 +317,12 @@ def next_second() -> None:
 
 
 def sync_post(server: Server, path: str, payload: bytes, host_key: str, session="s",
-              source="127.0.0.1", compressed=False, timeout=60, port=None) -> tuple[int, bytes]:
+              source="127.0.0.1", compressed=False, timeout=60, port=None,
+              headers: dict | None = None) -> tuple[int, bytes]:
     """One v11 request by hand (`path` like "/msync/begin"): zstd body (unless
-    `payload` is `compressed` already) and `anki-sync` header, from address
-    `source`, to the server's port or `port` (a proxy's). Returns the status
-    and, for a 200, the decompressed body."""
+    `payload` is `compressed` already) and `anki-sync` header (and any other
+    `headers`), from address `source`, to the server's port or `port` (a
+    proxy's). Returns the status and, for a 200, the decompressed body."""
     import http.client
     import json
 
@@ -331,7 +332,7 @@ def sync_post(server: Server, path: str, payload: bytes, host_key: str, session=
                                       source_address=(source, 0))
     header = json.dumps({"v": 11, "k": host_key, "c": "test", "s": session})
     body = payload if compressed else zstandard.ZstdCompressor().compress(payload)
-    conn.request("POST", path, body=body, headers={"anki-sync": header})
+    conn.request("POST", path, body=body, headers={"anki-sync": header, **(headers or {})})
     res = conn.getresponse()
     data = res.read()
     conn.close()

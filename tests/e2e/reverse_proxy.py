@@ -26,12 +26,10 @@ class Proxy:
     name = ""
     binary = ""
 
-    def __init__(self, upstream: int, subpath: bool = False, tls: Path | None = None, forward_for: bool = False):
+    def __init__(self, upstream: int, subpath: bool = False, tls: Path | None = None):
         """`upstream`: the sync server's port. `subpath`: serve it under
         /anki/ instead of the whole host. `tls`: a folder with cert.pem and
-        key.pem: serve HTTPS. `forward_for`: pass on the client's address
-        where the proxy does not by default (nginx)."""
-        self.forward_for = forward_for
+        key.pem: serve HTTPS."""
         # Not under pytest's folders (0700): workers that drop root to
         # nobody or www-data write temp files here.
         self.work = Path(tempfile.mkdtemp(prefix=f"leitner-{self.name}-"))
@@ -107,12 +105,14 @@ class Nginx(Proxy):
             tls = f"    listen {listen};\n"
         # The one setting a sync server needs: nginx refuses bodies over 1 MB.
         body = "    client_max_body_size 500m;\n"
-        # For the welcome page: the address the browser used. (Headers set
-        # in a location replace all of the server's, so they go here.)
+        # The address the browser used (for the welcome page) and the
+        # client's (for throttling and the log), and no Forwarded header a
+        # client wrote. (Headers set in a location replace all of the
+        # server's, so they go here.)
         headers = ("        proxy_set_header X-Forwarded-Host $http_host;\n"
-                   "        proxy_set_header X-Forwarded-Proto $scheme;\n")
-        if self.forward_for:
-            headers += "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
+                   "        proxy_set_header X-Forwarded-Proto $scheme;\n"
+                   "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
+                   "        proxy_set_header Forwarded \"\";\n")
         if self.subpath:
             location = (f"    location /anki/ {{\n        proxy_pass http://127.0.0.1:{self.upstream}/;\n"
                         + headers + "        proxy_set_header X-Forwarded-Prefix /anki;\n    }\n")
@@ -143,13 +143,17 @@ class Caddy(Proxy):
             head = f"https://127.0.0.1:{self.port} {{\n    tls {self.tls}/cert.pem {self.tls}/key.pem\n"
         else:
             head = f"http://127.0.0.1:{self.port} {{\n"
+        # Caddy writes X-Forwarded-For, -Proto and -Host itself; a client's
+        # own Forwarded goes.
         if self.subpath:
             # handle_path takes /anki off before passing the request on; the
             # prefix header tells the welcome page it was there.
             body = (f"    handle_path /anki/* {{\n        reverse_proxy 127.0.0.1:{self.upstream} {{\n"
+                    "            header_up -Forwarded\n"
                     "            header_up X-Forwarded-Prefix /anki\n        }\n    }\n")
         else:
-            body = f"    reverse_proxy 127.0.0.1:{self.upstream}\n"
+            body = (f"    reverse_proxy 127.0.0.1:{self.upstream} {{\n"
+                    "        header_up -Forwarded\n    }\n")
         return head + body + "}\n"
 
     def write_config(self) -> None:
@@ -178,7 +182,9 @@ class Apache(Proxy):
                       f"    SSLCertificateFile {self.tls}/cert.pem",
                       f"    SSLCertificateKeyFile {self.tls}/key.pem",
                       "    SSLProtocol -all +TLSv1.2 +TLSv1.3"]
-        # For the welcome page (Apache sends X-Forwarded-Host itself).
+        # Apache sends X-Forwarded-For and -Host itself; a client's own
+        # Forwarded goes; the rest is for the welcome page.
+        lines += ["    RequestHeader unset Forwarded"]
         if self.tls:
             lines += ["    RequestHeader set X-Forwarded-Proto https"]
         if self.subpath:

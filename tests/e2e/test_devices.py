@@ -136,3 +136,41 @@ def test_devices_survive_a_restart_and_a_kill(server, tmp_path):
     assert dev.sync(auth) == Changes.NO_CHANGES
     assert [d["id"] for d in devices(server, "alice")] == [d["id"] for d in before]
     dev.close()
+
+
+def test_revoking_all_shuts_out_the_official_key_for_good(server_factory, tmp_path):
+    """`--all` cuts off the official server's key even before any device
+    used it, and the revocation holds however many devices come after, and
+    across a restore of a backup taken before it."""
+    dest = tmp_path / "drive"
+    dest.mkdir()
+    server = server_factory(env={"LEITNER_BACKUP_TO": str(dest)}).start()
+    official = server.auth(hashlib.sha1(b"alice:secret").hexdigest())
+    phone = Device(tmp_path / "phone")
+    auth_phone = phone.login(server)
+    assert phone.sync(auth_phone) == Changes.NO_CHANGES
+    leitner(server, "backup")
+
+    leitner(server, "device", "revoke", "alice", "--all")
+    old = Device(tmp_path / "old")
+    refused(old, official)
+    refused(phone, auth_phone)
+    # Eleven logins later (more revoked records than are kept), still out.
+    for i in range(11):
+        dev = Device(tmp_path / f"d{i}")
+        dev.login(server)
+        dev.close()
+    leitner(server, "device", "revoke", "alice", "--all")
+    refused(old, official)
+
+    # The card dies and the backup (from before the revocation) comes back:
+    # the lost phone and the official key stay out; a new login works.
+    server.stop()
+    out = leitner(server, "restore-backup", "--replace").stdout
+    assert "logins and revocations since the backup stand" in out, out
+    server.start()
+    refused(phone, auth_phone)
+    refused(old, official)
+    assert old.sync(old.login(server)) == Changes.NO_CHANGES
+    phone.close()
+    old.close()

@@ -250,6 +250,20 @@ fn move_in(
 ) -> Result<(), Error> {
     let base = &config.base;
     let io = |what: &Path, e: std::io::Error| Error::failed(format!("{}: {e}", what.display()));
+    // Which devices may sync is a fact of now, not of the backup's day: a
+    // store here that reads stays, so a phone revoked since the backup stays
+    // out and one that logged in since stays in (a store from another
+    // password shows its devices as retired). Without one, the backup's.
+    let keep_devices = match crate::storage::devices::load(base) {
+        Ok(_) => base.join(data_dir::DEVICES_FILE).exists(),
+        Err(e) => {
+            eprintln!("leitner: {e}; the backup's devices store is used instead");
+            false
+        }
+    };
+    if keep_devices {
+        println!("kept the devices store as it is: logins and revocations since the backup stand");
+    }
     if !present.is_empty() {
         let aside = base.join(format!(
             "leitner-replaced-{}",
@@ -261,6 +275,9 @@ fn move_in(
             data_dir::DEVICES_FILE,
             data_dir::SEEN_FILE,
         ]) {
+            if keep_devices && name == data_dir::DEVICES_FILE {
+                continue;
+            }
             let from = base.join(name);
             if from.exists() {
                 std::fs::rename(&from, aside.join(name)).map_err(|e| io(&from, e))?;
@@ -278,6 +295,9 @@ fn move_in(
         }
     }
     for name in [data_dir::USERS_FILE, data_dir::DEVICES_FILE] {
+        if keep_devices && name == data_dir::DEVICES_FILE {
+            continue;
+        }
         let from = staging.join(name);
         if from.exists() {
             std::fs::rename(&from, base.join(name)).map_err(|e| io(&from, e))?;

@@ -132,7 +132,7 @@ fn policy() -> &'static str {
         let hash = |text: &str| Base64::encode_string(&Sha256::digest(text.as_bytes()));
         format!(
             "default-src 'none'; style-src 'sha256-{}'; script-src 'sha256-{}'; \
-             img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+             base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
             hash(STYLE),
             hash(SCRIPT)
         )

@@ -4,57 +4,31 @@
 //! `service::devices`), so one lost phone can be cut off. The key the
 //! official server derives, `sha1_hex("user:secret")` over the `SYNC_USERn`
 //! value, is still accepted, so devices stay logged in when a user moves from
-//! it to leitner; such a device is recorded on its first request.
+//! it to leitner; all the devices holding it are one "moved" device,
+//! recorded on its first request and revoked together.
 
-use std::collections::HashMap;
+mod roster;
+
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use sha1::{Digest, Sha1};
 use smol::lock::Semaphore;
+
+pub use roster::host_key;
+pub(crate) use roster::{password_marks, stored_password_mark};
+use roster::{Roster, Stamp};
 
 use crate::ground::password;
 use crate::service::account::Account;
 use crate::service::config::{Secret, UserSpec};
 use crate::service::devices::{Devices, NewDevice};
-use crate::storage::devices::{self as device_store, Device};
-use crate::storage::users::{self, StoredUser};
+use crate::storage::devices::{self as device_store};
+use crate::storage::users;
 
 /// At most this many password checks run at once, so a flood of logins cannot
 /// occupy every blocking thread (each check is ~1 s of CPU on a Pi).
 const CONCURRENT_LOGINS: usize = 2;
-
-pub fn host_key(raw_user_value: &str) -> String {
-    crate::ground::hex::encode(&Sha1::digest(raw_user_value.as_bytes()))
-}
-
-/// The key the official server derives for a user of the users store: as
-/// with `PASSWORDS_HASHED`, from the name and the PHC string.
-fn stored_host_key(user: &StoredUser) -> String {
-    host_key(&format!("{}:{}", user.name, user.password))
-}
-
-/// Each user's [`device_store::password_mark`] now, for the commands: a
-/// device record with another mark belongs to an earlier password.
-pub(crate) fn password_marks(env: &[UserSpec], stored: &[StoredUser]) -> HashMap<String, String> {
-    let mut marks: HashMap<String, String> = stored
-        .iter()
-        .map(|u| {
-            (
-                u.name.clone(),
-                device_store::password_mark(&stored_host_key(u)),
-            )
-        })
-        .collect();
-    for spec in env {
-        marks.insert(
-            spec.name.clone(),
-            device_store::password_mark(&host_key(&spec.raw)),
-        );
-    }
-    marks
-}
 
 struct Credential {
     secret: Secret,
@@ -99,44 +73,16 @@ pub(crate) struct Known {
     credential: Arc<Credential>,
 }
 
-/// Every user at one moment: `SYNC_USERn` and the users store together,
-/// and the devices store's keys.
-#[derive(Default)]
-struct Roster {
-    by_name: HashMap<String, Known>,
-    by_host_key: HashMap<String, String>,
-    /// Device records by key hash.
-    devices: HashMap<String, Device>,
-}
-
 /// The user and device a host key belongs to.
 #[derive(Clone)]
 pub(crate) struct Found {
     pub(crate) account: Arc<Account>,
-    /// SHA-256 of the key, as the device's record has it.
+    /// The device's record's `key`: the SHA-256 of its own key, or for the
+    /// key the official server derives, [`device_store::moved_key`].
     pub(crate) key_hash: String,
-    /// A key the official server derived that has no record yet: the caller
-    /// records it ([`Devices::moved`]).
+    /// The official server's key, not recorded yet: the caller records it
+    /// ([`Users::record_moved`]). The password's mark.
     pub(crate) unrecorded: Option<String>,
-}
-
-/// What the users store file looked like when last read: a replaced file is
-/// a new inode, so a change is seen even within the same second.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    inode: u64,
-    modified_ns: i128,
-    len: u64,
-}
-
-fn stamp(path: &std::path::Path) -> Option<Stamp> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).ok()?;
-    Some(Stamp {
-        inode: meta.ino(),
-        modified_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
-        len: meta.len(),
-    })
 }
 
 /// The users the server serves. The users store is re-read whenever its
@@ -168,11 +114,14 @@ impl Users {
         };
         let now = users.stamps();
         let stored = users::load(&users.base).map_err(|e| e.to_string())?;
-        // Without its records devices log in again; no reason not to serve.
-        let devices = device_store::load(&users.base).unwrap_or_else(|e| {
-            log::error!("{e}; every device will have to log in again");
-            Vec::new()
-        });
+        // A damaged store would forget revocations: like a damaged users
+        // store, it stops the start (the message says how to go on).
+        let devices = device_store::load(&users.base).map_err(|e| {
+            format!(
+                "{e}; move it aside to start without it (every device then logs in again, \
+                 and revoked keys of the official server work again until revoked anew)"
+            )
+        })?;
         for user in &stored {
             if let Some(i) = users.env.iter().position(|e| e.name == user.name) {
                 return Err(format!(
@@ -187,110 +136,6 @@ impl Users {
         *write(&users.roster) = Arc::new(users.build(&stored, devices, &Roster::default()));
         *lock(&users.stamp) = now;
         Ok(users)
-    }
-
-    fn stamps(&self) -> (Option<Stamp>, Option<Stamp>) {
-        (
-            stamp(&users::path(&self.base)),
-            stamp(&device_store::path(&self.base)),
-        )
-    }
-
-    /// A roster from `SYNC_USERn` and `stored`, keeping the accounts (open
-    /// collections, locks) and credentials of users who stay.
-    fn build(&self, stored: &[StoredUser], devices: Vec<Device>, old: &Roster) -> Roster {
-        let mut roster = Roster {
-            devices: devices.into_iter().map(|d| (d.key.clone(), d)).collect(),
-            ..Roster::default()
-        };
-        let mut add = |name: &str, secret: Secret, key: String, source: Source| {
-            let reuse = old.by_name.get(name);
-            let account = match reuse {
-                Some(known) => known.account.clone(),
-                None => Arc::new(Account::new(
-                    name.to_owned(),
-                    crate::storage::data_dir::user_dir(&self.base, name),
-                )),
-            };
-            let credential = match reuse {
-                Some(known) if known.credential.secret == secret => known.credential.clone(),
-                _ => Arc::new(Credential {
-                    secret,
-                    phc: OnceLock::new(),
-                }),
-            };
-            roster.by_host_key.insert(key.clone(), name.to_owned());
-            roster.by_name.insert(
-                name.to_owned(),
-                Known {
-                    account,
-                    password_mark: device_store::password_mark(&key),
-                    host_key: key,
-                    source,
-                    credential,
-                },
-            );
-        };
-        for (i, spec) in self.env.iter().enumerate() {
-            add(
-                &spec.name,
-                spec.secret.clone(),
-                host_key(&spec.raw),
-                Source::Env(i + 1),
-            );
-        }
-        for user in stored {
-            if self.env.iter().any(|e| e.name == user.name) {
-                log::error!(
-                    "user '{}' is in the users store and in SYNC_USERn; the SYNC_USERn \
-                     password counts",
-                    user.name
-                );
-                continue;
-            }
-            let key = stored_host_key(user);
-            add(
-                &user.name,
-                Secret::Phc(user.password.clone()),
-                key,
-                Source::Store,
-            );
-        }
-        roster
-    }
-
-    /// The roster, re-read first if the users or devices store changed. A
-    /// store that cannot be read keeps the last good roster (and says so).
-    fn current(&self) -> Arc<Roster> {
-        let now = self.stamps();
-        let mut seen = lock(&self.stamp);
-        if *seen != now {
-            let loaded = users::load(&self.base)
-                .map_err(|e| e.to_string())
-                .and_then(|u| {
-                    Ok((
-                        u,
-                        device_store::load(&self.base).map_err(|e| e.to_string())?,
-                    ))
-                });
-            match loaded {
-                Ok((stored, devices)) => {
-                    let old = read(&self.roster).clone();
-                    *write(&self.roster) = Arc::new(self.build(&stored, devices, &old));
-                    if seen.0 != now.0 {
-                        log::info!("users store changed: {} user(s)", self.roster_len());
-                    }
-                }
-                Err(e) => log::error!("{e}; keeping the users and devices as they were"),
-            }
-            *seen = now;
-        }
-        drop(seen);
-        read(&self.roster).clone()
-    }
-
-    fn roster_len(&self) -> usize {
-        read(&self.roster).by_name.len()
     }
 
     /// Every user now, in name order.
@@ -322,12 +167,21 @@ impl Users {
                 unrecorded: None,
             });
         }
+        // The official server's key: one record stands for every device
+        // holding it, found by user and password, not by a hash of the key
+        // (which would be a fast hash of the password).
         let name = roster.by_host_key.get(key)?;
         let known = &roster.by_name[name];
+        let moved = device_store::moved_key(name, &known.password_mark);
+        let unrecorded = match roster.devices.get(&moved) {
+            Some(record) if record.revoked.is_some() => return None,
+            Some(_) => None,
+            None => Some(known.password_mark.clone()),
+        };
         Some(Found {
             account: known.account.clone(),
-            key_hash,
-            unrecorded: Some(known.password_mark.clone()),
+            key_hash: moved,
+            unrecorded,
         })
     }
 
@@ -443,6 +297,7 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 mod tests {
     use super::*;
     use crate::ground::password::{check_phc, hash_plain};
+    use crate::storage::users::StoredUser;
 
     #[test]
     fn host_key_matches_the_official_derivation() {
