@@ -176,7 +176,10 @@ fn print_text(s: &Status) {
                 u.last_sync_ms
                     .map(utc_time)
                     .unwrap_or_else(|| "never".into()),
-                u.last_sync_client.clone().unwrap_or_default(),
+                u.last_sync_client
+                    .as_deref()
+                    .map(crate::service::devices::describe_client)
+                    .unwrap_or_default(),
             ]
         })
         .collect();
