@@ -102,7 +102,7 @@ pub(super) fn run(args: Vec<OsString>) -> Outcome {
         eprintln!("leitner: {}", e.message);
         Vec::new()
     });
-    let (free, total) = disk_space(&config.base);
+    let (free, total) = crate::ground::durable::space(&config.base).unwrap_or((0, 0));
     let users = super::all_users(&config)?
         .into_iter()
         .map(|(name, source)| {
@@ -348,18 +348,6 @@ pub(super) fn last_seen(base: &Path) -> SeenMap {
     match control::server_status(base) {
         Ok(Some(status)) => status.seen,
         _ => crate::storage::data_dir::load_seen(base),
-    }
-}
-
-// The block counts are 32 bits wide on 32-bit ARM, 64 elsewhere.
-#[allow(clippy::unnecessary_cast)]
-fn disk_space(path: &Path) -> (u64, u64) {
-    match nix::sys::statvfs::statvfs(path) {
-        Ok(s) => (
-            crate::ground::durable::free_space(path).unwrap_or(0),
-            s.blocks() as u64 * s.fragment_size() as u64,
-        ),
-        Err(_) => (0, 0),
     }
 }
 

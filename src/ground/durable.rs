@@ -108,6 +108,24 @@ pub(crate) fn free_space(path: &Path) -> Option<u64> {
     Some((s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64))
 }
 
+/// Free and total bytes of the file system holding `path`; `None` when it
+/// cannot be asked.
+#[allow(clippy::unnecessary_cast)] // 32-bit counts on 32-bit ARM
+pub(crate) fn space(path: &Path) -> Option<(u64, u64)> {
+    let s = nix::sys::statvfs::statvfs(path).ok()?;
+    let total = (s.blocks() as u64).saturating_mul(s.fragment_size() as u64);
+    Some((free_space(path)?, total))
+}
+
+/// Takes the turn to change one of the small stores kept in folder `dir`
+/// (the users and devices stores), until the guard is dropped. The folder
+/// is the lock: the stores' files are replaced, so locking one would lock
+/// an inode that is about to go. Blocking.
+pub(crate) fn folder_turn(dir: &Path) -> io::Result<nix::fcntl::Flock<fs::File>> {
+    use nix::fcntl::{Flock, FlockArg};
+    Flock::lock(fs::File::open(dir)?, FlockArg::LockExclusive).map_err(|(_, e)| io::Error::from(e))
+}
+
 /// Removes a file that may not exist.
 pub(crate) fn remove_if_present(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {

@@ -15,11 +15,9 @@
 //! that in memory and folds it in here when it exits (and at the next
 //! login), not once per sync: the card is not written for a timestamp.
 
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -185,9 +183,7 @@ pub(crate) fn edit<T>(
     base: &Path,
     change: impl FnOnce(&mut Vec<Device>) -> Result<T, DevicesError>,
 ) -> Result<T, DevicesError> {
-    // The folder is the lock, as for the users store: the file is replaced.
-    let _turn = Flock::lock(File::open(base)?, FlockArg::LockExclusive)
-        .map_err(|(_, e)| io::Error::from(e))?;
+    let _turn = durable::folder_turn(base)?;
     let mut devices = load(base)?;
     let before = devices.clone();
     let result = change(&mut devices)?;

@@ -7,11 +7,9 @@
 //! hash has its own random salt, so the host key derived from it changes with
 //! every password change and old logins stop working.
 
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
 use pbkdf2::password_hash::{PasswordHasher, SaltString};
 use pbkdf2::{Params, Pbkdf2};
 use serde::{Deserialize, Serialize};
@@ -107,10 +105,7 @@ pub(crate) fn edit<T>(
     base: &Path,
     change: impl FnOnce(&mut Vec<StoredUser>) -> Result<T, UsersError>,
 ) -> Result<T, UsersError> {
-    // The folder itself is the lock: the file is replaced, so locking it
-    // would lock an inode that is about to go.
-    let _turn = Flock::lock(File::open(base)?, FlockArg::LockExclusive)
-        .map_err(|(_, e)| io::Error::from(e))?;
+    let _turn = durable::folder_turn(base)?;
     let mut users = load(base)?;
     let result = change(&mut users)?;
     let json = serde_json::to_vec_pretty(&StoreFile {

@@ -75,7 +75,7 @@ pub(crate) async fn page(service: &Arc<Service>, req: &Request, proxied: bool) -
     });
     let texts = text::choose(query_lang.as_deref(), accept.as_deref());
     let base = service.config.base.clone();
-    let space = crate::ground::pool::blocking(move || disk_space(&base)).await;
+    let space = crate::ground::pool::blocking(move || crate::ground::durable::space(&base)).await;
     let state = State {
         clock_set: !crate::ground::clock::is_unset(crate::ground::clock::now_secs()),
         space_low: space.is_some_and(|(free, total)| free < LOW_SPACE || free < total / 20),
@@ -114,14 +114,6 @@ fn page_address(origin: &forwarded::Origin, path: &str, service: &Service) -> St
     });
     let path = if forwarded::is_path(path) { path } else { "/" };
     format!("{scheme}://{host}{}{path}", origin.prefix)
-}
-
-/// Free and total bytes of the data folder's file system. Blocking.
-#[allow(clippy::unnecessary_cast)] // 32-bit counts on 32-bit ARM
-fn disk_space(path: &std::path::Path) -> Option<(u64, u64)> {
-    let s = nix::sys::statvfs::statvfs(path).ok()?;
-    let total = (s.blocks() as u64).saturating_mul(s.fragment_size() as u64);
-    Some((crate::ground::durable::free_space(path)?, total))
 }
 
 /// Allows the page's own inline style and script, and nothing else.
