@@ -116,16 +116,24 @@ if test ${st_saved} = 0; then
     reset
 fi
 
-# Debian's arm64 kernel is large (about 38 MB): on the Pi, U-Boot's default
-# addresses put the initrd inside it. Kernel at 4 MiB, initrd at 128 MiB,
-# below the device tree the firmware placed near the top of its memory.
+# Debian's arm64 kernel is large (about 50 MB with its memory): U-Boot's
+# default addresses put the initrd inside it. On the Pi, the kernel at
+# 4 MiB; the initrd 124 MiB above the kernel (at 128 MiB on the Pi), below
+# the device tree the firmware placed near the top of its memory.
+#
+# The serial console: the mini UART (ttyS1) on the Pi 3 and 4; the Pi 5's
+# debug connector is the UART its tree calls serial10 (ttyAMA10).
 if test "${board}" = rpi; then
     setenv kernel_addr_r 0x00400000
-    setenv ramdisk_addr_r 0x08000000
     setenv console_args "console=tty0 console=ttyS1,115200"
+    fdt addr ${fdt_addr}
+    if fdt get value st_uart /aliases serial10; then
+        setenv console_args "console=tty0 console=ttyAMA10,115200"
+    fi
 else
     setenv console_args "console=ttyAMA0"
 fi
+setexpr ramdisk_addr_r ${kernel_addr_r} + 0x07c00000
 setenv machine_id_args
 if env exists MACHINE_ID; then setenv machine_id_args "systemd.machine_id=${MACHINE_ID}"; fi
 setenv bootargs "root=PARTUUID=4c65697a-0${slot_part} ro rootwait fsck.repair=yes net.ifnames=0 panic=10 rauc.slot=${slot} ${console_args} ${machine_id_args}"
