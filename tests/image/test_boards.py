@@ -192,6 +192,9 @@ class Card:
             into = self.root / Path(path).parent.relative_to("/")
             into.mkdir(parents=True, exist_ok=True)
             subprocess.run(["debugfs", "-R", f"rdump {path} {into}", str(slot)], check=True, capture_output=True)
+        subprocess.run(["debugfs", "-R", f"dump /usr/lib/leitner-image.manifest {self.root / 'manifest'}",
+                        str(slot)], check=True, capture_output=True)
+        self.packages = dict(line.split("\t", 1) for line in (self.root / "manifest").read_text().splitlines())
         slot.unlink()
         initrd = (self.root / "boot" / "initrd.img").resolve()
         kernel = (self.root / "boot" / "vmlinuz").resolve()
@@ -206,6 +209,17 @@ class Card:
             path, _, deps = line.partition(":")
             self.dep[module_name(path)] = (path, [module_name(d) for d in deps.split()])
         self.initrd_modules = {module_name(n) for n in self.initrd_files if re.search(r"\.ko(\.\w+)?$", n)}
+
+    def file(self, path: str, hops: int = 8) -> bool:
+        """Whether PATH is a file in the slot, following links as the
+        board would (an absolute link points into the slot, not into this
+        machine)."""
+        here = self.root / path.lstrip("/")
+        if here.is_symlink() and hops > 0:
+            target = os.readlink(here)
+            return self.file(target if target.startswith("/") else
+                             os.path.normpath(os.path.join(os.path.dirname(path), target)), hops - 1)
+        return here.is_file()
 
     def tree(self, name: str) -> "Node":
         return parse_fdt((self.fat / name).read_bytes())
@@ -329,8 +343,8 @@ def config_for(text: str, sections: tuple[str, ...]) -> dict[str, str]:
     settings: dict[str, str] = {}
     active = True
     for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
+        line = line.strip()
+        if not line or line.startswith("#"):  # the firmware knows no comment after a setting
             continue
         if line.startswith("["):
             name = line.strip("[]").lower()
@@ -358,6 +372,15 @@ def test_the_kernel_starts_the_pi_5(card):
     for option in ("CONFIG_MMC_SDHCI_BRCMSTB", "CONFIG_MISC_RP1", "CONFIG_PINCTRL_BCM2712", "CONFIG_MACB"):
         assert re.search(rf"^{option}=[ym]$", config, re.M), f"kernel {card.kernel_version}: {option} is off"
     assert (card.root / "boot" / "initrd.img").is_symlink() and (card.root / "boot" / "vmlinuz").is_symlink()
+
+
+def test_rauc_reads_this_kernels_verity_status(card):
+    """From Linux 6.19 on, dm-verity's status has a second field; RAUC
+    before 1.15.1 then refuses every bundle (image/rauc). The image's RAUC
+    must be one that reads it."""
+    rauc = card.packages["rauc"]
+    fixed = "+leitner" in rauc or tuple(int(x) for x in re.findall(r"\d+", rauc)[:3]) >= (1, 15, 1)
+    assert fixed, f"rauc {rauc} with kernel {card.kernel_version}: updates would be refused"
 
 
 @pytest.mark.parametrize("board", BOARDS, ids=[b.name for b in BOARDS])
@@ -453,8 +476,7 @@ def test_the_card_suits_the_board(card, board: Board):
             found.append(f"{function}: {driver.module} ({where}{', for ' + matched if matched else ''})")
 
     for name in board.wifi_firmware:
-        path = card.root / "usr/lib/firmware/brcm" / name
-        if not path.exists():  # a dangling link counts as missing
+        if not card.file(f"/usr/lib/firmware/brcm/{name}"):
             problems.append(f"Wi-Fi: no firmware file brcm/{name}")
     found.append(f"Wi-Fi firmware: {', '.join(board.wifi_firmware)}")
     print(f"\n{board.name} ({board.tree}, kernel {card.kernel_version}):\n  " + "\n  ".join(found))
