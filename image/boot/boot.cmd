@@ -122,13 +122,15 @@ fi
 # the device tree the firmware placed near the top of its memory.
 #
 # The serial console: the mini UART (ttyS1) on the Pi 3 and 4; the Pi 5's
-# debug connector is the UART its tree calls serial10 (ttyAMA10).
+# debug connector is the UART its tree calls serial10 (ttyAMA10). The screen
+# (tty0) comes last: /dev/console, where the first start's messages go, is
+# the last one named.
 if test "${board}" = rpi; then
     setenv kernel_addr_r 0x00400000
-    setenv console_args "console=tty0 console=ttyS1,115200"
+    setenv console_args "console=ttyS1,115200 console=tty0"
     fdt addr ${fdt_addr}
     if fdt get value st_uart /aliases serial10; then
-        setenv console_args "console=tty0 console=ttyAMA10,115200"
+        setenv console_args "console=ttyAMA10,115200 console=tty0"
     fi
 else
     setenv console_args "console=ttyAMA0"

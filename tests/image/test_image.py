@@ -36,6 +36,10 @@ LEITNER_TXT = (
     "ssh_key={ssh_key}\r\n"
     "timezone=Europe/Berlin\r\n"
     "this line is a mistake\r\n"
+    # qemu's board has no Wi-Fi: the first boot must say so, not go quiet.
+    "wifi_country=DE\r\n"
+    "wifi_ssid=Home\r\n"
+    "wifi_password=home-passphrase\r\n"
 )
 
 
@@ -63,6 +67,7 @@ def test_first_boot_applies_leitner_txt(pi, tmp_path_factory):
     assert "line 6: expected KEY=VALUE" in journal
     card = pi.ssh("sudo cat /boot/firmware/leitner.txt").stdout
     assert "secret" not in card and "user alice: set up on this device" in card
+    assert "home-passphrase" not in card and "wifi_password: stored on this device" in card
     # The first sync, as soon as the board answers.
     State.tmp = tmp_path_factory.mktemp("devices")
     a = Device(State.tmp / "a")
@@ -117,6 +122,12 @@ def test_ssh_status_read_only_root_and_grown_data(pi):
     # could fail for any reason).
     effective = pi.ssh("sudo sshd -T").stdout.lower().splitlines()
     assert "passwordauthentication no" in effective and "kbdinteractiveauthentication no" in effective
+    # Wi-Fi set up on a board without it: said on the console and in the
+    # journal, a minute into the start.
+    said = "Wi-Fi: no Wi-Fi interface appeared: this board may have no Wi-Fi; use a cable"
+    assert wait_for(lambda: said in pi.ssh("sudo journalctl -b -u leitner-wifi-check --no-pager").stdout,
+                    timeout=180, step=5), pi.ssh("sudo systemctl status leitner-wifi-check", check=False).stdout
+    assert said in pi.console()
 
 
 def test_the_data_partition_rests_while_idle(pi):
