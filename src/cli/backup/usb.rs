@@ -27,9 +27,19 @@ pub(super) struct Mounted {
 }
 
 impl Mounted {
-    /// Whether the drive is still there (not pulled out mid-run).
+    /// Whether the drive is still there (not pulled out mid-run), asked
+    /// after a failure. The failure can reach us before the kernel has
+    /// taken the drive's node away (Linux 7.3 answers a pulled drive's
+    /// pending writes with EIO at once), so a node still there is looked at
+    /// again for a few seconds.
     pub(super) fn present(&self) -> bool {
-        Path::new(&self.device).exists()
+        for _ in 0..50 {
+            if !Path::new(&self.device).exists() {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        true
     }
 }
 
