@@ -123,6 +123,11 @@ class Proc:
         io = Path(f"/proc/{self.proc.pid}/io").read_text()
         return int(re.search(r"write_bytes:\s+(\d+)", io).group(1))
 
+    def cpu_secs(self) -> float:
+        """CPU time the process has used so far, user and system."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(30)

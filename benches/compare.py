@@ -1,9 +1,10 @@
 """leitner against the native official server, workload by workload, on a
 generated 30,000-note collection: full upload and download, a normal sync
 pushing and pulling 1,000 reviews and 500 note edits, media upload and
-download of 500 files of 20 KB; each server's peak RSS during each, RSS
-after the workload and a minute later, and what each wrote to disk (per
-full upload, per 100-review normal sync, per media batch, and while idle).
+download of 500 files of 20 KB; each server's CPU time and peak RSS during
+each, RSS after the workload and a minute later, and what each wrote to
+disk (per full upload, per 100-review normal sync, per media batch, and
+while idle).
 
 Every round starts both servers afresh and runs them in turns (the order
 alternating), so a slow moment of the machine is shared. The servers' data
@@ -65,7 +66,9 @@ def one_round(argv: list[str], source: Path, work: Path, clients: Path, n: int,
             os.sync()
             server.reset_peak()
             before = server.written()
+            cpu = server.cpu_secs()
             got[key] = run()
+            got[f"{key}_cpu"] = server.cpu_secs() - cpu
             got[f"{key}_peak"] = server.rss_kib("VmHWM") / 1024
             if written:
                 got[f"{key}_written"] = settled_writes(server, before) / 1024
@@ -168,6 +171,16 @@ def main() -> None:
         ("media download, the same", "media_down"),
     ]:
         times.add(label, "s", samples[key])
+    cpu = common.Table("Server CPU time (user + system), per workload", names)
+    for label, key in [
+        ("full upload", "upload_cpu"),
+        ("full download", "download_cpu"),
+        ("normal sync push", "push_cpu"),
+        ("normal sync pull", "pull_cpu"),
+        ("media upload", "media_up_cpu"),
+        ("media download", "media_down_cpu"),
+    ]:
+        cpu.add(label, "s", samples[key])
     memory = common.Table("Memory (RSS)", names)
     for label, key in [
         ("peak, full upload", "upload_peak"),
@@ -188,7 +201,7 @@ def main() -> None:
     disk.add(f"per media batch ({MEDIA_FILES} x 20 KB)", "KiB", samples["media_up_written"])
     if idle:
         disk.add(f"idle {IDLE_SECS} s", "KiB", {name: [kib] for name, kib in idle.items()})
-    tables = [times, memory, disk]
+    tables = [times, cpu, memory, disk]
     for table in tables:
         table.print()
     common.write_json(args.json, tables)
