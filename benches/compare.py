@@ -171,24 +171,15 @@ def main() -> None:
         ("media download, the same", "media_down"),
     ]:
         times.add(label, "s", samples[key])
+    steps = [("full upload", "upload"), ("full download", "download"), ("normal sync push", "push"),
+             ("normal sync pull", "pull"), ("media upload", "media_up"), ("media download", "media_down")]
     cpu = common.Table("Server CPU time (user + system), per workload", names)
-    for label, key in [
-        ("full upload", "upload_cpu"),
-        ("full download", "download_cpu"),
-        ("normal sync push", "push_cpu"),
-        ("normal sync pull", "pull_cpu"),
-        ("media upload", "media_up_cpu"),
-        ("media download", "media_down_cpu"),
-    ]:
-        cpu.add(label, "s", samples[key])
+    for label, key in steps:
+        cpu.add(label, "s", samples[f"{key}_cpu"])
     memory = common.Table("Memory (RSS)", names)
+    for label, key in steps:
+        memory.add(f"peak, {label}", "MiB", samples[f"{key}_peak"])
     for label, key in [
-        ("peak, full upload", "upload_peak"),
-        ("peak, full download", "download_peak"),
-        ("peak, normal sync push", "push_peak"),
-        ("peak, normal sync pull", "pull_peak"),
-        ("peak, media upload", "media_up_peak"),
-        ("peak, media download", "media_down_peak"),
         ("after start", "rss_start"),
         ("after the workload", "rss_after"),
         (f"{SETTLE_SECS} s after the workload", "rss_settled"),

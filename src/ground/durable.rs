@@ -101,20 +101,19 @@ pub(crate) fn is_disk_full(e: &io::Error) -> bool {
 
 /// Bytes an unprivileged writer may still use on the file system holding
 /// `path`; `None` when it cannot be asked.
-// The block counts are 32 bits wide on 32-bit ARM, 64 elsewhere.
-#[allow(clippy::unnecessary_cast)]
 pub(crate) fn free_space(path: &Path) -> Option<u64> {
-    let s = nix::sys::statvfs::statvfs(path).ok()?;
-    Some((s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64))
+    space(path).map(|(free, _)| free)
 }
 
-/// Free and total bytes of the file system holding `path`; `None` when it
-/// cannot be asked.
-#[allow(clippy::unnecessary_cast)] // 32-bit counts on 32-bit ARM
+/// Free bytes (for an unprivileged writer) and total bytes of the file
+/// system holding `path`, from one look; `None` when it cannot be asked.
+// The block counts are 32 bits wide on 32-bit ARM, 64 elsewhere.
+#[allow(clippy::unnecessary_cast)]
 pub(crate) fn space(path: &Path) -> Option<(u64, u64)> {
     let s = nix::sys::statvfs::statvfs(path).ok()?;
-    let total = (s.blocks() as u64).saturating_mul(s.fragment_size() as u64);
-    Some((free_space(path)?, total))
+    let block = s.fragment_size() as u64;
+    let free = (s.blocks_available() as u64).saturating_mul(block);
+    Some((free, (s.blocks() as u64).saturating_mul(block)))
 }
 
 /// Takes the turn to change one of the small stores kept in folder `dir`

@@ -27,7 +27,7 @@ import re
 import shutil
 import struct
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -62,10 +62,20 @@ class Board:
     usb: list[Driver]
     wifi: list[Driver]
     wifi_firmware: tuple[str, ...]  # under /usr/lib/firmware/brcm
-    console: str  # the serial console the boot script names for it
-    uart_alias: str  # the tree's alias for that UART
+    console: str = "ttyS1"  # the serial console the boot script names for it
+    uart_alias: str = "serial1"  # the tree's alias for that UART
     chip: str | None = None  # a compatible only this chip revision's tree has
-    notes: list[str] = field(default_factory=list)
+
+    @property
+    def pi5(self) -> bool:
+        return "pi5" in self.sections
+
+
+def wifi_files(chip: str, board: str | None) -> tuple[str, ...]:
+    """The files brcmfmac loads for `chip`: its firmware, its regulatory
+    blob, and the board's settings (the chip's generic ones without one)."""
+    nvram = f"brcmfmac{chip}-sdio.{board}.txt" if board else f"brcmfmac{chip}-sdio.txt"
+    return (f"brcmfmac{chip}-sdio.bin", f"brcmfmac{chip}-sdio.clm_blob", nvram)
 
 
 PI3_FIRMWARE = ("bootcode.bin", "start.elf", "fixup.dat")
@@ -76,6 +86,8 @@ KERNEL = "the kernel"
 WATCHDOG = [Driver(KERNEL, "brcm,bcm2835-pm-wdt"), Driver("bcm2835_wdt", modalias="platform:bcm2835-wdt")]
 BRCMFMAC_43430 = Driver("brcmfmac", "brcm,bcm4329-fmac", "sdio:c*v02D0dA9A6")
 BRCMFMAC_4345 = Driver("brcmfmac", "brcm,bcm4329-fmac", "sdio:c*v02D0d4345")
+# The SDIO host the Wi-Fi chip of the Pi 3, Zero 2 W and Pi 4 hangs off.
+WIFI_HOST = Driver("sdhci-iproc", "brcm,bcm2835-sdhci")
 PI3_SD = [Driver("bcm2835", "brcm,bcm2835-sdhost")]
 PI3_USB = [Driver("dwc2", "brcm,bcm2835-usb")]
 PI4_SD = [Driver("sdhci-iproc", "brcm,bcm2711-emmc2")]
@@ -105,8 +117,7 @@ def pi5(chip: str) -> Board:
                   Driver("macb", "raspberrypi,rp1-gem"), Driver("broadcom")],
         usb=[Driver("dwc3", "snps,dwc3"), Driver("xhci-plat-hcd")],
         wifi=[Driver("sdhci-brcmstb", "brcm,bcm2712-sdhci"), BRCMFMAC_4345],
-        wifi_firmware=("brcmfmac43455-sdio.bin", "brcmfmac43455-sdio.clm_blob",
-                       "brcmfmac43455-sdio.raspberrypi,5-model-b.txt"),
+        wifi_firmware=wifi_files("43455", "raspberrypi,5-model-b"),
         console="ttyAMA10", uart_alias="serial10")
 
 
@@ -114,48 +125,32 @@ BOARDS = [
     Board("Pi 3 B", ("pi3",), "bcm2837-rpi-3-b.dtb", "raspberrypi,3-model-b", PI3_FIRMWARE,
           sd=PI3_SD, usb=PI3_USB,
           ethernet=PI3_USB + [Driver("smsc95xx", "usb424,ec00", "usb:v0424pEC00")],
-          wifi=[Driver("sdhci-iproc", "brcm,bcm2835-sdhci"), BRCMFMAC_43430],
-          wifi_firmware=("brcmfmac43430-sdio.bin", "brcmfmac43430-sdio.clm_blob",
-                         "brcmfmac43430-sdio.raspberrypi,3-model-b.txt"),
-          console="ttyS1", uart_alias="serial1"),
+          wifi=[WIFI_HOST, BRCMFMAC_43430], wifi_firmware=wifi_files("43430", "raspberrypi,3-model-b")),
     Board("Pi 3 B+", ("pi3", "pi3+"), "bcm2837-rpi-3-b-plus.dtb", "raspberrypi,3-model-b-plus", PI3_FIRMWARE,
           sd=PI3_SD, usb=PI3_USB,
           ethernet=PI3_USB + [Driver("lan78xx", "usb424,7800", "usb:v0424p7800")],
-          wifi=[Driver("sdhci-iproc", "brcm,bcm2835-sdhci"), BRCMFMAC_4345],
-          wifi_firmware=("brcmfmac43455-sdio.bin", "brcmfmac43455-sdio.clm_blob",
-                         "brcmfmac43455-sdio.raspberrypi,3-model-b-plus.txt"),
-          console="ttyS1", uart_alias="serial1"),
-    # No Ethernet. Its Wi-Fi is a BCM43430 or, on newer boards, a CYW43436,
-    # whose firmware (brcmfmac43430b0-sdio) Debian does not ship: the first
-    # boot says so (image/files/usr/lib/leitner-image/wifi-check).
+          wifi=[WIFI_HOST, BRCMFMAC_4345], wifi_firmware=wifi_files("43455", "raspberrypi,3-model-b-plus")),
+    # No Ethernet.
     Board("Pi 3 A+", ("pi3", "pi3+"), "bcm2837-rpi-3-a-plus.dtb", "raspberrypi,3-model-a-plus", PI3_FIRMWARE,
           sd=PI3_SD, usb=PI3_USB, ethernet=[],
-          wifi=[Driver("sdhci-iproc", "brcm,bcm2835-sdhci"), BRCMFMAC_4345],
-          wifi_firmware=("brcmfmac43455-sdio.bin", "brcmfmac43455-sdio.clm_blob",
-                         "brcmfmac43455-sdio.raspberrypi,3-model-a-plus.txt"),
-          console="ttyS1", uart_alias="serial1"),
+          wifi=[WIFI_HOST, BRCMFMAC_4345], wifi_firmware=wifi_files("43455", "raspberrypi,3-model-a-plus")),
     # No Ethernet socket: a USB adapter on its USB port (otg: host when an
-    # adapter is plugged in), usually a Realtek, ASIX or CDC one.
+    # adapter is plugged in), usually a Realtek, ASIX or CDC one. Its Wi-Fi
+    # is a BCM43430 or, on newer boards, a CYW43436, whose firmware
+    # (brcmfmac43430b0-sdio) Debian does not ship: the first boot says so
+    # (image/files/usr/lib/leitner-image/wifi-check).
     Board("Zero 2 W", ("pi0", "pi02"), "bcm2837-rpi-zero-2-w.dtb", "raspberrypi,model-zero-2-w", PI3_FIRMWARE,
           sd=PI3_SD, usb=PI3_USB,
           ethernet=PI3_USB + [Driver("r8152", modalias="usb:v0BDAp8152"),
                               Driver("ax88179_178a", modalias="usb:v0B95p1790"), Driver("cdc_ether")],
-          wifi=[Driver("sdhci-iproc", "brcm,bcm2835-sdhci"), BRCMFMAC_43430],
-          wifi_firmware=("brcmfmac43430-sdio.bin", "brcmfmac43430-sdio.clm_blob",
-                         "brcmfmac43430-sdio.raspberrypi,model-zero-2-w.txt"),
-          console="ttyS1", uart_alias="serial1"),
+          wifi=[WIFI_HOST, BRCMFMAC_43430], wifi_firmware=wifi_files("43430", "raspberrypi,model-zero-2-w")),
     Board("Pi 4 B", ("pi4",), "bcm2711-rpi-4-b.dtb", "raspberrypi,4-model-b", PI4_FIRMWARE,
           sd=PI4_SD, ethernet=PI4_ETHERNET, usb=PI4_USB,
-          wifi=[Driver("sdhci-iproc", "brcm,bcm2835-sdhci"), BRCMFMAC_4345],
-          wifi_firmware=("brcmfmac43455-sdio.bin", "brcmfmac43455-sdio.clm_blob",
-                         "brcmfmac43455-sdio.raspberrypi,4-model-b.txt"),
-          console="ttyS1", uart_alias="serial1"),
+          wifi=[WIFI_HOST, BRCMFMAC_4345], wifi_firmware=wifi_files("43455", "raspberrypi,4-model-b")),
     # Its Wi-Fi chip answers as a 43456 (raspi-firmware ships its files).
     Board("Pi 400", ("pi4", "pi400"), "bcm2711-rpi-400.dtb", "raspberrypi,400", PI4_FIRMWARE,
           sd=PI4_SD, ethernet=PI4_ETHERNET, usb=PI4_USB,
-          wifi=[Driver("sdhci-iproc", "brcm,bcm2835-sdhci"), BRCMFMAC_4345],
-          wifi_firmware=("brcmfmac43456-sdio.bin", "brcmfmac43456-sdio.clm_blob", "brcmfmac43456-sdio.txt"),
-          console="ttyS1", uart_alias="serial1"),
+          wifi=[WIFI_HOST, BRCMFMAC_4345], wifi_firmware=wifi_files("43456", None)),
     pi5("C0"),
     pi5("D0"),
 ]
@@ -204,10 +199,11 @@ class Card:
         self.initrd_files = cpio_names(initrd.read_bytes())
         self.aliases = read_aliases(self.modules)
         self.builtin = {module_name(line) for line in (self.modules / "modules.builtin").read_text().split()}
+        # module -> the modules it loads first
         self.dep = {}
         for line in (self.modules / "modules.dep").read_text().splitlines():
             path, _, deps = line.partition(":")
-            self.dep[module_name(path)] = (path, [module_name(d) for d in deps.split()])
+            self.dep[module_name(path)] = [module_name(d) for d in deps.split()]
         self.initrd_modules = {module_name(n) for n in self.initrd_files if re.search(r"\.ko(\.\w+)?$", n)}
 
     def file(self, path: str, hops: int = 8) -> bool:
@@ -364,7 +360,7 @@ def card():
     return Card(IMAGE, WORK)
 
 
-def test_the_kernel_starts_the_pi_5(card):
+def test_the_kernel_carries_the_pi_5s_drivers(card):
     """The kernel is one that carries the Pi 5's drivers (trixie-backports'),
     and its initrd is where the boot script loads it."""
     config = (card.modules / "config").read_text() if (card.modules / "config").exists() else \
@@ -401,7 +397,7 @@ def test_the_card_suits_the_board(card, board: Board):
     compatibles = {c: node for node in tree.walk() if node.enabled for c in node.strings("compatible")}
     if board.chip and board.chip not in compatibles:
         problems.append(f"{board.tree}: not the tree for this chip ({board.chip} missing): its kernel would panic")
-    if board.name.startswith("Pi 5"):
+    if board.pi5:
         # Without a bcm2712 tree the Pi 5 firmware refuses to start at all.
         assert any(p.name.startswith("bcm2712") for p in card.fat.iterdir())
         if board.chip and "d0" in board.chip:
@@ -413,9 +409,9 @@ def test_the_card_suits_the_board(card, board: Board):
     config = config_for((card.fat / "config.txt").read_text(), board.sections)
     if config.get("kernel") != "u-boot.bin":
         problems.append(f"config.txt: kernel={config.get('kernel')}, not u-boot.bin")
-    if not board.name.startswith("Pi 5") and config.get("arm_64bit") != "1":
+    if not board.pi5 and config.get("arm_64bit") != "1":
         problems.append("config.txt: no arm_64bit=1")
-    if board.name.startswith("Pi 5") and config.get("enable_uart") != "0":
+    if board.pi5 and config.get("enable_uart") != "0":
         problems.append("config.txt: the Pi 5 has its UART on (a floating line stops U-Boot at its prompt)")
     if config.get("upstream_kernel") != "1":
         problems.append("config.txt: no upstream_kernel=1 (the firmware would look for its own trees' names)")
@@ -451,23 +447,22 @@ def test_the_card_suits_the_board(card, board: Board):
             if where is None:
                 problems.append(f"{function}: kernel {card.kernel_version} has no {driver.module}")
                 continue
-            if driver.compatible:
-                if driver.compatible not in compatibles:
-                    problems.append(f"{function}: {board.tree} has no enabled node {driver.compatible}")
+            if driver.compatible and driver.compatible not in compatibles:
+                problems.append(f"{function}: {board.tree} has no enabled node {driver.compatible}")
+            if driver.modalias:
+                if not any(m == name and p.startswith(driver.modalias) for p, m in card.aliases):
+                    problems.append(f"{function}: {driver.module} does not match {driver.modalias}")
+            elif driver.compatible and where == "built in":
+                # Built-in drivers' match tables are in the kernel image
+                # (modules.builtin.modinfo lists no aliases).
+                if driver.compatible.encode() + b"\0" not in card.kernel_image:
+                    problems.append(f"{function}: the kernel has no driver for {driver.compatible}")
+            elif driver.compatible:
                 pattern = re.compile(rf"^of:N\*T\*C{re.escape(driver.compatible)}(C\*)?$")
-                if driver.modalias:
-                    pass
-                elif where == "built in":
-                    # Built-in drivers' match tables are in the kernel image
-                    # (modules.builtin.modinfo lists no aliases).
-                    if driver.compatible.encode() + b"\0" not in card.kernel_image:
-                        problems.append(f"{function}: the kernel has no driver for {driver.compatible}")
-                elif not any(m == name and pattern.match(p) for p, m in card.aliases):
+                if not any(m == name and pattern.match(p) for p, m in card.aliases):
                     problems.append(f"{function}: {driver.module} does not drive {driver.compatible}")
-            if driver.modalias and not any(m == name and p.startswith(driver.modalias) for p, m in card.aliases):
-                problems.append(f"{function}: {driver.module} does not match {driver.modalias}")
             if function == "SD card" and where == "module":
-                needed = [name] + card.dep[name][1]
+                needed = [name] + card.dep[name]
                 missing = [m for m in needed if m not in card.initrd_modules and m not in card.builtin]
                 if missing:
                     problems.append(f"SD card: not in the initrd: {', '.join(missing)}")
