@@ -296,10 +296,11 @@ def test_check_repair_mends_a_half_applied_media_batch(server, tmp_path):
     user = server.data / "alice"
     staged = ["pic3.jpg", "pic7.jpg"]
     db = sqlite3.connect(user / "media.db")
-    db.execute("delete from leitner_pending")
+    db.execute("delete from leitner_owed")
     for i, name in enumerate(staged):
         (user / "media" / name).rename(user / "media.incoming" / f"crash-{i}")
-        db.execute("insert into leitner_pending values (?, ?)", (name, f"crash-{i}"))
+        db.execute("insert into leitner_owed (batch, fname, staged) values (1000, ?, ?)",
+                   (name, f"crash-{i}"))
     db.commit()
     db.close()
     # An old client's upload arrives in the data folder itself, before its

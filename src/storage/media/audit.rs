@@ -55,28 +55,35 @@ pub(crate) fn audit(account_dir: &Path) -> Result<Option<Audit>, StoreError> {
     if check != "ok" {
         audit.database = Some(check);
     }
-    let has_pending: bool = conn.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE name = 'leitner_pending'",
-        [],
-        |r| r.get(0),
-    )?;
-    if has_pending {
-        // The rows of a batch whose renames all happened stay until the
-        // next batch: only count what is still to do.
-        let mut stmt = conn.prepare("SELECT fname, staged FROM leitner_pending")?;
+    // The rows of a batch whose operations all happened stay until a later
+    // batch: only count what is still to do (in leitner 0.2's table too).
+    for table in ["leitner_owed", "leitner_pending"] {
+        let exists: bool = conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = ?",
+            [table],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            continue;
+        }
+        // A name two batches changed: only the newer one's operation counts.
+        let newest = if table == "leitner_owed" {
+            " o WHERE batch = (SELECT max(batch) FROM leitner_owed p WHERE p.fname = o.fname)"
+        } else {
+            ""
+        };
+        let mut stmt = conn.prepare(&format!("SELECT fname, staged FROM {table}{newest}"))?;
         let rows = stmt.query_map([], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
         })?;
-        let mut still = 0;
         for row in rows {
             let (name, staged) = row?;
             let undone = match staged {
                 Some(staged) => account_dir.join(STAGING).join(staged).exists(),
                 None => account_dir.join(FOLDER).join(&name).exists(),
             };
-            still += usize::from(undone);
+            audit.owed += usize::from(undone);
         }
-        audit.owed = still;
     }
     let folder = account_dir.join(FOLDER);
     let mut live = std::collections::HashSet::new();

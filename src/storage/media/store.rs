@@ -3,16 +3,23 @@
 //!
 //! The database is the layout the official server keeps (`media.db`, user
 //! version 4), so a data folder moves between the two servers, plus one table
-//! of our own, `leitner_pending`: the file operations a committed batch still
-//! owes the folder.
+//! of our own, `leitner_owed`: the file operations of the last two batches,
+//! with what each changed row held before.
 //!
-//! Crash safety rests on one ordering. A batch's new contents are written
-//! into `media.incoming/` and fsynced; the rows and the owed operations
-//! commit in one transaction; only then are the files renamed into (or
-//! deleted from) the folder. The commit is the moment of truth: before it,
-//! the folder is untouched and the staged files are litter; after it, every
-//! owed operation can be redone, and is redone when the store is next
-//! opened, so rows and files always end up saying the same thing.
+//! Crash safety rests on one flush per batch. A batch's new contents are
+//! written into `media.incoming/`, its rows and owed operations commit
+//! (without a flush of their own), and one flush of the file system makes
+//! the staged files, the commit and the previous batch's renames durable
+//! together; only then are the files renamed into (or deleted from) the
+//! folder, and the client told. A crash before that flush has ended may
+//! leave the commit on the card without the files it names, so when the
+//! store is next opened the newest batch is checked: every staged file (or
+//! the folder's file, if already renamed) must have the size and SHA-1 its
+//! row says. If so, its operations are finished; if not, the batch is
+//! undone from the rows' saved values (the client was never told, and sends
+//! it again). The batch before it was flushed before the newest began: its
+//! operations are only redone. The folder is never touched before its
+//! batch is durable, so rows and files always end up saying the same thing.
 
 use std::fs;
 use std::io;
@@ -47,11 +54,21 @@ CREATE TABLE IF NOT EXISTS meta (
     total_nonempty_files INTEGER NOT NULL
 );
 INSERT INTO meta SELECT 0, 0, 0 WHERE NOT EXISTS (SELECT 1 FROM meta);
-CREATE TABLE IF NOT EXISTS leitner_pending (
-    fname TEXT NOT NULL PRIMARY KEY,
-    staged TEXT
-);
+CREATE TABLE IF NOT EXISTS leitner_owed (
+    batch INTEGER NOT NULL,
+    fname TEXT NOT NULL,
+    staged TEXT,
+    old_csum BLOB,
+    old_size INTEGER,
+    old_usn INTEGER,
+    old_mtime INTEGER,
+    PRIMARY KEY (batch, fname)
+) WITHOUT ROWID;
 ";
+
+/// The owed operations as leitner up to 0.2.x kept them: one batch, already
+/// durable before its commit.
+const OLD_OWED: &str = "leitner_pending";
 
 /// One entry as `mediaChanges` reports it: a deleted file has no SHA-1.
 pub(crate) struct Change {
@@ -93,9 +110,10 @@ impl Store {
         let conn = Connection::open(account_dir.join(DB_NAME))?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        // A batch acknowledged to a client must survive a power cut: the
-        // client marks those files as synced.
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        // No flush per commit: a batch is made durable by one flush of the
+        // file system after its commit (see the module's comment), before
+        // the client is told; the checkpoints still flush.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         match version {
             0 | SCHEMA_VERSION => {}
@@ -202,57 +220,57 @@ impl Store {
     }
 
     /// Applies one uploaded batch, in order, and returns the media usn after
-    /// it. Each effective change takes the next usn; uploading what is
-    /// already there, or deleting what is already gone, changes nothing.
+    /// it, once the batch is durable. Each effective change takes the next
+    /// usn; uploading what is already there, or deleting what is already
+    /// gone, changes nothing.
     pub(crate) fn apply(
         &mut self,
         batch: Vec<(String, Upload)>,
         now: i64,
     ) -> Result<i64, StoreError> {
-        // The staged files must be durable, names included, before the
-        // commit makes them owed; one flush of the file system covers them
-        // all, and also the previous batch's renames, whose owed rows this
-        // transaction deletes.
-        durable::sync_filesystem(&self.staging)?;
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        // The previous batch's operations were all done (or redone at open).
-        tx.execute("DELETE FROM leitner_pending", [])?;
+        // Only the previous batch's operations may still be undone on the
+        // card (its renames become durable with this batch's flush).
+        tx.execute(
+            "DELETE FROM leitner_owed WHERE batch < (SELECT max(batch) FROM leitner_owed)",
+            [],
+        )?;
         let (mut usn, mut bytes, mut files): (i64, i64, i64) = tx.query_row(
             "SELECT last_usn, total_bytes, total_nonempty_files FROM meta",
             [],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
+        // A batch is named by the first usn it takes: later batches, higher.
+        let batch_id = usn + 1;
         let mut litter = Vec::new();
         let mut owed = Vec::new();
         for (name, upload) in batch {
-            let live: Option<(Vec<u8>, i64)> = tx
+            let before: Option<Row> = tx
                 .query_row(
-                    "SELECT csum, size FROM media WHERE fname = ? AND size > 0",
+                    "SELECT csum, size, usn, mtime FROM media WHERE fname = ?",
                     [&name],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| Ok(Row(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )
                 .optional()?;
-            match (upload, live) {
-                (Upload::Delete, None) => {}
-                (Upload::Delete, Some((_, old_size))) => {
+            let live = before.as_ref().filter(|row| row.1 > 0);
+            let staged = match (upload, live) {
+                (Upload::Delete, None) => continue,
+                (Upload::Delete, Some(row)) => {
                     usn += 1;
                     // The checksum stays: it is what a deletion is reported with.
                     tx.execute(
                         "UPDATE media SET size = 0, usn = ?, mtime = ? WHERE fname = ?",
                         params![usn, now, name],
                     )?;
-                    tx.execute(
-                        "INSERT INTO leitner_pending (fname, staged) VALUES (?, NULL)",
-                        [&name],
-                    )?;
-                    owed.push((name, None));
-                    bytes -= old_size;
+                    bytes -= row.1;
                     files -= 1;
+                    None
                 }
-                (Upload::Put { staged, sha1, .. }, Some((old, _))) if old == sha1 => {
+                (Upload::Put { staged, sha1, .. }, Some(row)) if row.0 == sha1 => {
                     litter.push(staged);
+                    continue;
                 }
                 (Upload::Put { staged, sha1, size }, live) => {
                     usn += 1;
@@ -261,20 +279,29 @@ impl Store {
                          VALUES (?, ?, ?, ?, ?)",
                         params![name, &sha1[..], size as i64, usn, now],
                     )?;
-                    tx.execute(
-                        "INSERT INTO leitner_pending (fname, staged) VALUES (?, ?)",
-                        params![name, staged],
-                    )?;
-                    owed.push((name, Some(staged)));
                     match live {
-                        Some((_, old_size)) => bytes += size as i64 - old_size,
+                        Some(row) => bytes += size as i64 - row.1,
                         None => {
                             bytes += size as i64;
                             files += 1;
                         }
                     }
+                    Some(staged)
                 }
-            }
+            };
+            let (csum, size, row_usn, mtime) = match before {
+                Some(Row(csum, size, usn, mtime)) => {
+                    (Some(csum), Some(size), Some(usn), Some(mtime))
+                }
+                None => (None, None, None, None),
+            };
+            tx.execute(
+                "INSERT INTO leitner_owed \
+                 (batch, fname, staged, old_csum, old_size, old_usn, old_mtime) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+                params![batch_id, name, staged, csum, size, row_usn, mtime],
+            )?;
+            owed.push((name, staged));
         }
         tx.execute(
             "UPDATE meta SET last_usn = ?, total_bytes = ?, total_nonempty_files = ?",
@@ -284,31 +311,191 @@ impl Store {
         for staged in litter {
             durable::remove_if_present(&self.staging.join(staged))?;
         }
-        // No flush after the renames: until the next batch's flush they can
-        // be redone from the owed rows, which stay until then.
+        if owed.is_empty() {
+            return Ok(usn);
+        }
+        #[cfg(test)]
+        if tests::CRASH_AFTER_COMMIT.get() {
+            return Ok(usn);
+        }
+        // The one flush: staged files, the commit, the previous renames.
+        durable::sync_filesystem(&self.staging)?;
+        // Durable from the next batch's flush on; until then the owed rows
+        // can redo them.
         self.perform(&owed)?;
         Ok(usn)
     }
 
-    /// Makes the folder match the last committed batch, at open: whatever a
-    /// crash interrupted is finished (every step can be repeated, so this is
-    /// safe whether the batch was half done, done, or not started) and made
-    /// durable. Anything else in the staging folder is from a batch that
-    /// never committed, and goes.
+    /// Makes the folder match the committed batches, at open (every step can
+    /// be repeated, so this is safe whether a batch was half done, done, or
+    /// not started), and makes that durable. The newest batch is checked
+    /// first and undone if the card lost part of it; anything else in the
+    /// staging folder is from a batch that never committed, and goes.
     fn redo_owed(&self) -> Result<(), StoreError> {
+        let mut changed = self.redo_old_owed()?;
+        let batches: Vec<i64> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT DISTINCT batch FROM leitner_owed ORDER BY batch")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        // The newest batch first: kept if it all reached the card, else
+        // undone (which touches rows and staged files only).
+        let mut newest = None;
+        if let Some((&last, _)) = batches.split_last() {
+            let owed = self.owed(last)?;
+            if self.intact(last, &owed)? {
+                newest = Some(owed);
+            } else {
+                self.undo(last)?;
+            }
+            changed = true;
+        }
+        // Then the earlier one, leaving alone the names the newest changes
+        // again (a deletion redone there would remove the newest's file).
+        let again: std::collections::HashSet<&String> =
+            newest.iter().flatten().map(|(name, _)| name).collect();
+        for &batch in &batches[..batches.len().saturating_sub(1)] {
+            let owed: Vec<_> = self
+                .owed(batch)?
+                .into_iter()
+                .filter(|(name, _)| !again.contains(name))
+                .collect();
+            self.perform(&owed)?;
+            changed = true;
+        }
+        if let Some(owed) = &newest {
+            self.perform(owed)?;
+        }
+        for entry in fs::read_dir(&self.staging)? {
+            durable::remove_if_present(&entry?.path())?;
+            changed = true;
+        }
+        if changed {
+            durable::sync_filesystem(&self.folder)?;
+        }
+        Ok(())
+    }
+
+    /// Finishes what a store written by leitner 0.2 still owed (its batches
+    /// were durable before they committed) and drops its table.
+    fn redo_old_owed(&self) -> Result<bool, StoreError> {
+        let exists: bool = self.conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = ?",
+            [OLD_OWED],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            return Ok(false);
+        }
         let owed: Vec<(String, Option<String>)> = {
             let mut stmt = self
                 .conn
-                .prepare_cached("SELECT fname, staged FROM leitner_pending")?;
+                .prepare(&format!("SELECT fname, staged FROM {OLD_OWED}"))?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect::<rusqlite::Result<_>>()?
         };
         self.perform(&owed)?;
-        if !owed.is_empty() {
-            durable::sync_dir(&self.folder)?;
+        durable::sync_filesystem(&self.folder)?;
+        self.conn.execute_batch(&format!("DROP TABLE {OLD_OWED}"))?;
+        Ok(true)
+    }
+
+    fn owed(&self, batch: i64) -> rusqlite::Result<Vec<(String, Option<String>)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT fname, staged FROM leitner_owed WHERE batch = ?")?;
+        let rows = stmt.query_map([batch], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect()
+    }
+
+    /// Whether every new file of `batch` reached the card: its staged file,
+    /// or the folder's if it was renamed already, has the size and SHA-1 of
+    /// its row. Blocking (reads the files).
+    fn intact(&self, batch: i64, owed: &[(String, Option<String>)]) -> Result<bool, StoreError> {
+        use sha1::{Digest, Sha1};
+        for (name, staged) in owed {
+            let Some(staged) = staged else { continue };
+            let row: Option<(Vec<u8>, i64)> = self
+                .conn
+                .query_row(
+                    "SELECT csum, size FROM media WHERE fname = ?",
+                    [name],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            // Forgotten since (its file went missing): nothing to check.
+            let Some((csum, size)) = row.filter(|(_, size)| *size > 0) else {
+                continue;
+            };
+            let staged = self.staging.join(staged);
+            let path = if staged.exists() {
+                staged
+            } else {
+                self.folder.join(name)
+            };
+            let mut file = match fs::File::open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(e.into()),
+            };
+            if file.metadata()?.len() != size as u64 {
+                return Ok(false);
+            }
+            let mut hasher = Sha1::new();
+            io::copy(&mut file, &mut hasher)?;
+            if hasher.finalize().as_slice() != csum.as_slice() {
+                log::warn!(
+                    "media batch {batch}: a file did not reach the disk before a crash; \
+                     the batch is undone and the client will send it again"
+                );
+                return Ok(false);
+            }
         }
-        for entry in fs::read_dir(&self.staging)? {
-            durable::remove_if_present(&entry?.path())?;
+        Ok(true)
+    }
+
+    /// Puts the rows `batch` changed back as they were and forgets its
+    /// operations; the folder was not touched yet (it never is before its
+    /// batch is durable). The usns it took are given back.
+    fn undo(&self, batch: i64) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let first: Option<i64> = tx.query_row(
+            "SELECT min(m.usn) FROM media m JOIN leitner_owed o ON o.fname = m.fname \
+             WHERE o.batch = ?",
+            [batch],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "DELETE FROM media WHERE fname IN \
+             (SELECT fname FROM leitner_owed WHERE batch = ? AND old_usn IS NULL)",
+            [batch],
+        )?;
+        tx.execute(
+            "UPDATE media SET (csum, size, usn, mtime) = \
+             (SELECT old_csum, old_size, old_usn, old_mtime FROM leitner_owed o \
+              WHERE o.batch = ?1 AND o.fname = media.fname) \
+             WHERE fname IN (SELECT fname FROM leitner_owed WHERE batch = ?1 AND old_usn IS NOT NULL)",
+            [batch],
+        )?;
+        tx.execute(
+            "UPDATE meta SET last_usn = coalesce(?, last_usn), \
+             total_bytes = (SELECT coalesce(sum(size), 0) FROM media), \
+             total_nonempty_files = (SELECT count(*) FROM media WHERE size > 0)",
+            [first.map(|usn| usn - 1)],
+        )?;
+        let staged: Vec<String> = {
+            let mut stmt = tx.prepare(
+                "SELECT staged FROM leitner_owed WHERE batch = ? AND staged IS NOT NULL",
+            )?;
+            let rows = stmt.query_map([batch], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        tx.execute("DELETE FROM leitner_owed WHERE batch = ?", [batch])?;
+        tx.commit()?;
+        for staged in staged {
+            durable::remove_if_present(&self.staging.join(staged))?;
         }
         Ok(())
     }
@@ -329,6 +516,9 @@ impl Store {
         Ok(())
     }
 }
+
+/// A media row: checksum, size, usn, mtime.
+struct Row(Vec<u8>, i64, i64, i64);
 
 impl Store {
     /// Gives back the memory SQLite keeps for this database's pages; they
@@ -376,6 +566,11 @@ pub(crate) fn staged_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// Makes [`Store::apply`] stop right after its commit.
+        pub(super) static CRASH_AFTER_COMMIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
     use crate::storage::media::audit::audit;
     use sha1::{Digest, Sha1};
 
@@ -429,35 +624,148 @@ mod tests {
         assert_eq!(fs::read_dir(store.staging()).unwrap().count(), 0);
     }
 
+    /// Applies a batch as if the process died right after its commit:
+    /// before the flush, the renames and the answer.
+    fn apply_and_crash(store: &mut Store, batch: Vec<(String, Upload)>) {
+        CRASH_AFTER_COMMIT.set(true);
+        store.apply(batch, 2).unwrap();
+        CRASH_AFTER_COMMIT.set(false);
+    }
+
+    fn read(dir: &Path, name: &str) -> Option<Vec<u8>> {
+        fs::read(dir.join("media").join(name)).ok()
+    }
+
     #[test]
     fn a_crash_after_the_commit_is_finished_at_the_next_open() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path()).unwrap();
-        let old = vec![("x.txt".to_string(), stage(&store, b"old"))];
-        store.apply(old, 1).unwrap();
-        // Commit a batch by hand, as if the process died right after it.
-        let staged = staged_name();
-        fs::write(store.staging().join(&staged), b"new").unwrap();
-        store
-            .conn
-            .execute_batch(&format!(
-                "DELETE FROM leitner_pending;
-                 INSERT INTO leitner_pending VALUES ('x.txt', '{staged}');
-                 INSERT INTO leitner_pending VALUES ('y.txt', NULL);"
-            ))
-            .unwrap();
-        fs::write(dir.path().join("media/y.txt"), b"deleted").unwrap();
+        let first = vec![
+            ("x.txt".to_string(), stage(&store, b"old")),
+            ("y.txt".to_string(), stage(&store, b"y")),
+        ];
+        store.apply(first, 1).unwrap();
+        let second = vec![
+            ("x.txt".to_string(), stage(&store, b"new")),
+            ("y.txt".to_string(), Upload::Delete),
+        ];
+        apply_and_crash(&mut store, second);
+        assert_eq!(read(dir.path(), "x.txt").unwrap(), b"old");
         fs::write(store.staging().join("litter"), b"uncommitted").unwrap();
         drop(store);
 
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(fs::read(dir.path().join("media/x.txt")).unwrap(), b"new");
-        assert!(!dir.path().join("media/y.txt").exists());
+        assert_eq!(read(dir.path(), "x.txt").unwrap(), b"new");
+        assert_eq!(read(dir.path(), "y.txt"), None);
+        assert_eq!(store.last_usn().unwrap(), 4);
         assert_eq!(fs::read_dir(store.staging()).unwrap().count(), 0);
         // Redoing again changes nothing.
         drop(store);
         Store::open(dir.path()).unwrap();
-        assert_eq!(fs::read(dir.path().join("media/x.txt")).unwrap(), b"new");
+        assert_eq!(read(dir.path(), "x.txt").unwrap(), b"new");
+        assert!(audit(dir.path()).unwrap().unwrap().is_clean());
+    }
+
+    #[test]
+    fn a_batch_the_card_lost_part_of_is_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let first = vec![
+            ("x.txt".to_string(), stage(&store, b"old")),
+            ("y.txt".to_string(), stage(&store, b"kept")),
+        ];
+        store.apply(first, 1).unwrap();
+        let new = stage(&store, b"brand new");
+        let Upload::Put { staged, .. } = &new else {
+            unreachable!()
+        };
+        let lost = store.staging().join(staged);
+        let second = vec![
+            ("x.txt".to_string(), stage(&store, b"new")),
+            ("z.txt".to_string(), new),
+            ("y.txt".to_string(), Upload::Delete),
+        ];
+        apply_and_crash(&mut store, second);
+        // The commit reached the card, one staged file's data did not.
+        fs::write(&lost, b"").unwrap();
+        drop(store);
+
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.last_usn().unwrap(), 2);
+        assert_eq!(store.live_count().unwrap(), 2);
+        assert_eq!(read(dir.path(), "x.txt").unwrap(), b"old");
+        assert_eq!(read(dir.path(), "y.txt").unwrap(), b"kept");
+        assert_eq!(read(dir.path(), "z.txt"), None);
+        assert!(store.live("z.txt").unwrap().is_none());
+        assert_eq!(
+            names(&store, 0),
+            vec![("x.txt".into(), 1, true), ("y.txt".into(), 2, true)]
+        );
+        let bytes: i64 = store
+            .conn
+            .query_row("SELECT total_bytes FROM meta", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(bytes, 7);
+        drop(store);
+        assert!(audit(dir.path()).unwrap().unwrap().is_clean());
+    }
+
+    #[test]
+    fn a_name_deleted_then_uploaded_again_keeps_the_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        store
+            .apply(vec![("n.txt".to_string(), stage(&store, b"one"))], 1)
+            .unwrap();
+        store
+            .apply(vec![("n.txt".to_string(), Upload::Delete)], 1)
+            .unwrap();
+        store
+            .apply(vec![("n.txt".to_string(), stage(&store, b"two"))], 1)
+            .unwrap();
+        drop(store);
+        // Both later batches are still owed at open; the deletion must not
+        // take the newer file.
+        Store::open(dir.path()).unwrap();
+        assert_eq!(read(dir.path(), "n.txt").unwrap(), b"two");
+        assert!(audit(dir.path()).unwrap().unwrap().is_clean());
+    }
+
+    #[test]
+    fn what_leitner_0_2_still_owed_is_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let Upload::Put { staged, sha1, .. } = stage(&store, b"owed") else {
+            unreachable!()
+        };
+        store
+            .conn
+            .execute_batch(&format!(
+                "CREATE TABLE leitner_pending (fname TEXT NOT NULL PRIMARY KEY, staged TEXT);
+                 INSERT INTO leitner_pending VALUES ('x.txt', '{staged}');"
+            ))
+            .unwrap();
+        store
+            .conn
+            .execute(
+                "INSERT INTO media VALUES ('x.txt', ?, 4, 1, 1)",
+                [&sha1[..]],
+            )
+            .unwrap();
+        drop(store);
+        let found = audit(dir.path()).unwrap().unwrap();
+        assert_eq!((found.owed, found.staged), (1, 1));
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(read(dir.path(), "x.txt").unwrap(), b"owed");
+        let old: i64 = store
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'leitner_pending'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(old, 0);
     }
 
     #[test]
@@ -470,33 +778,22 @@ mod tests {
         ];
         store.apply(batch, 1).unwrap();
         assert!(audit(dir.path()).unwrap().unwrap().is_clean());
-        // As if the process died after committing a batch, before renaming.
-        let staged = staged_name();
-        fs::rename(
-            dir.path().join("media/b.txt"),
-            store.staging().join(&staged),
-        )
-        .unwrap();
-        store
-            .conn
-            .execute_batch(&format!(
-                "DELETE FROM leitner_pending;
-                 INSERT INTO leitner_pending VALUES ('b.txt', '{staged}');"
-            ))
-            .unwrap();
+        let third = vec![("c.txt".to_string(), stage(&store, b"c"))];
+        apply_and_crash(&mut store, third);
         fs::write(dir.path().join("media/stray.txt"), b"?").unwrap();
         fs::write(dir.path().join("media/a.txt"), b"changed").unwrap();
+        fs::remove_file(dir.path().join("media/b.txt")).unwrap();
         drop(store);
         let found = audit(dir.path()).unwrap().unwrap();
         assert_eq!(found.owed, 1);
         assert_eq!(found.staged, 1);
-        assert_eq!(found.missing, ["b.txt"]);
+        assert_eq!(found.missing, ["b.txt", "c.txt"]);
         assert_eq!(found.differing, ["a.txt"]);
         assert_eq!(found.strays, ["stray.txt"]);
         Store::open(dir.path()).unwrap();
         let found = audit(dir.path()).unwrap().unwrap();
         assert_eq!((found.owed, found.staged), (0, 0));
-        assert!(found.missing.is_empty());
+        assert_eq!(found.missing, ["b.txt"]);
     }
 
     #[test]
