@@ -6,6 +6,7 @@ medians, ranges and ratios."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -217,3 +218,92 @@ class Table:
 def write_json(path: str | None, tables: list[Table]) -> None:
     if path:
         Path(path).write_text(json.dumps([t.as_json() for t in tables], indent=1))
+
+
+# A card-like device: what a cheap A1 microSD card promises (class 10 /
+# A1: 10 MB/s sequential writes, 500 random write IOPS), read faster.
+SLOW_WRITE_MBPS = float(os.environ.get("BENCH_SLOW_WRITE_MBPS", "10"))
+SLOW_WRITE_IOPS = int(os.environ.get("BENCH_SLOW_WRITE_IOPS", "500"))
+SLOW_READ_MBPS = float(os.environ.get("BENCH_SLOW_READ_MBPS", "40"))
+
+
+class Card:
+    """An ext4 file system as the image formats and mounts its data
+    partition (journal, noatime, commit=60), on a loop device of its own, so
+    that what reaches the device is counted whoever writes it: the
+    process's data, the journal, metadata, a flush of what another left.
+    The image lives in RAM; with `slow`, qemu-storage-daemon's throttle
+    filter stands between it and the loop device (bandwidth and IOPS
+    limits that every write pays), exported as a file through FUSE, so the
+    device is as slow as a card. Needs root."""
+
+    def __init__(self, mountpoint: Path, slow: bool, size_gb: int = 4):
+        if os.geteuid() != 0:
+            sys.exit("BENCH_DISK needs root (a loop device, mount)")
+        self.mountpoint, self.slow, self.size_gb = mountpoint, slow, size_gb
+        self.image = Path("/dev/shm") / f"leitner-bench-{os.getpid()}.img"
+        self.export = CACHE / f"card-export-{os.getpid()}"
+        self.daemon = None
+        self.loop = None
+
+    def __enter__(self) -> "Card":
+        self.mountpoint.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["truncate", "-s", f"{self.size_gb}G", str(self.image)], check=True)
+        # Made unthrottled, all of it initialised now, so no lazy init runs later.
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0",
+                        str(self.image)], check=True)
+        backing = self.image
+        if self.slow:
+            self.export.touch()
+            mbps = lambda x: str(int(x * 1_000_000))  # noqa: E731
+            self.daemon = subprocess.Popen([
+                "qemu-storage-daemon",
+                "--object", f"throttle-group,id=card,x-bps-write={mbps(SLOW_WRITE_MBPS)},"
+                            f"x-iops-write={SLOW_WRITE_IOPS},x-bps-read={mbps(SLOW_READ_MBPS)}",
+                "--blockdev", f"driver=file,node-name=image,filename={self.image}",
+                "--blockdev", "driver=throttle,node-name=card,throttle-group=card,file=image",
+                "--export", f"type=fuse,id=card,node-name=card,mountpoint={self.export},writable=on",
+            ])
+            deadline = time.monotonic() + 20
+            while self.export.stat().st_size == 0:
+                if time.monotonic() > deadline or self.daemon.poll() is not None:
+                    self.close()
+                    raise RuntimeError("qemu-storage-daemon did not export the image")
+                time.sleep(0.1)
+            backing = self.export
+        self.loop = subprocess.run(["losetup", "-f", "--show", str(backing)], check=True,
+                                   capture_output=True, text=True).stdout.strip()
+        subprocess.run(["mount", "-o", "noatime,commit=60", self.loop, str(self.mountpoint)],
+                       check=True)
+        return self
+
+    def written(self) -> int:
+        """Bytes the device has been sent so far, once everything dirty is
+        flushed (a server's unflushed files count when they reach it)."""
+        os.sync()
+        stat = Path(f"/sys/block/{Path(self.loop).name}/stat").read_text().split()
+        return int(stat[6]) * 512
+
+    def close(self) -> None:
+        if self.loop:
+            subprocess.run(["umount", str(self.mountpoint)], check=False)
+            subprocess.run(["losetup", "-d", self.loop], check=False)
+            self.loop = None
+        if self.daemon:
+            self.daemon.terminate()
+            self.daemon.wait(30)
+            self.daemon = None
+        self.image.unlink(missing_ok=True)
+        self.export.unlink(missing_ok=True)
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def card() -> Card | None:
+    """BENCH_DISK=card: the servers' data on a card-like device at RAM
+    speed; slow: the same, throttled; unset: on the host's disk."""
+    kind = os.environ.get("BENCH_DISK", "")
+    if kind not in ("", "card", "slow"):
+        sys.exit(f"BENCH_DISK={kind}: card, slow or unset")
+    return Card(CACHE / "card", slow=kind == "slow") if kind else None

@@ -12,6 +12,14 @@ is on disk (target/bench), the clients' in /dev/shm (BENCH_CLIENTS), so
 each server's disk counters see only what it writes. Prints medians
 with their range and the ratio leitner / official; asserts nothing.
 
+With BENCH_DISK=card (as root) the servers' data is on a file system
+formatted and mounted as the image's data partition, on a loop device of
+its own, and "written" is what reached that device (data, journal and
+metadata, including what a server left unflushed): the card's view. With
+BENCH_DISK=slow that device is throttled as a cheap SD card is
+(common.Card). Both also count what stopping the server writes (an idle
+exit).
+
     benches/run                          # everything (benches/run builds first)
     python benches/compare.py --json out.json
     BENCH_ROUNDS=5 BENCH_IDLE_SECS=600 BENCH_SETTLE_SECS=60 (the defaults)
@@ -20,6 +28,7 @@ with their range and the ratio leitner / official; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import tempfile
@@ -37,17 +46,18 @@ IDLE_SECS = int(os.environ.get("BENCH_IDLE_SECS", "600"))
 SETTLE_SECS = int(os.environ.get("BENCH_SETTLE_SECS", "60"))
 
 
-def settled_writes(server: common.Proc, before: int) -> int:
-    """Bytes written since `before`, counting what follows the reply
-    (a checkpoint, a snapshot) for a moment."""
-    time.sleep(1.5)
-    return server.written() - before
-
-
 def one_round(argv: list[str], source: Path, work: Path, clients: Path, n: int,
-              settle: bool) -> dict[str, float]:
+              settle: bool, card: common.Card | None) -> dict[str, float]:
     got: dict[str, float] = {}
     server = common.Proc(argv, work / "server")
+    count = card.written if card else server.written
+
+    def settled_writes(before: int) -> int:
+        """Bytes written since `before`, counting what follows the reply
+        (a checkpoint, a snapshot) for a moment."""
+        time.sleep(1.5)
+        return count() - before
+
     try:
         time.sleep(0.3)
         got["rss_start"] = server.rss_kib() / 1024
@@ -65,13 +75,13 @@ def one_round(argv: list[str], source: Path, work: Path, clients: Path, n: int,
             # batches flush the whole file system.
             os.sync()
             server.reset_peak()
-            before = server.written()
+            before = count()
             cpu = server.cpu_secs()
             got[key] = run()
             got[f"{key}_cpu"] = server.cpu_secs() - cpu
             got[f"{key}_peak"] = server.rss_kib("VmHWM") / 1024
             if written:
-                got[f"{key}_written"] = settled_writes(server, before) / 1024
+                got[f"{key}_written"] = settled_writes(before) / 1024
 
         step("upload", lambda: common.full_sync(a, auth, upload=True), written=True)
         step("download", lambda: common.full_sync(b, auth, upload=False))
@@ -83,9 +93,9 @@ def one_round(argv: list[str], source: Path, work: Path, clients: Path, n: int,
 
         # What a typical day's sync costs the card: 100 reviews.
         common.make_changes(a, 20 + n, 100, 0)
-        before = server.written()
+        before = count()
         common.normal_sync(a, auth)
-        got["reviews100_written"] = settled_writes(server, before) / 1024
+        got["reviews100_written"] = settled_writes(before) / 1024
 
         folder = Path(a.media.dir())
         for i in range(MEDIA_FILES):
@@ -100,8 +110,15 @@ def one_round(argv: list[str], source: Path, work: Path, clients: Path, n: int,
         if settle:
             time.sleep(SETTLE_SECS)
             got["rss_settled"] = server.rss_kib() / 1024
+        if card:
+            # What an exit writes (leitner's idle exit: the WAL folded in,
+            # the last-seen record): SIGTERM, as systemd sends.
+            before = count()
+            server.stop()
+            got["stop_written"] = (count() - before) / 1024
     finally:
-        server.stop()
+        if server.proc.poll() is None:
+            server.stop()
     return got
 
 
@@ -140,7 +157,9 @@ def main() -> None:
     source = common.template()
     samples: dict[str, dict[str, list[float]]] = {}
     common.CACHE.mkdir(parents=True, exist_ok=True)
-    with (tempfile.TemporaryDirectory(dir=common.CACHE) as tmp,
+    card = common.card()
+    with (card or contextlib.nullcontext(),
+          tempfile.TemporaryDirectory(dir=card.mountpoint if card else common.CACHE) as tmp,
           tempfile.TemporaryDirectory(dir=common.CLIENTS) as client_tmp):
         work, clients = Path(tmp), Path(client_tmp)
         for n in range(ROUNDS):
@@ -149,19 +168,26 @@ def main() -> None:
                 folder = work / f"{name}-{n}"
                 client_folder = clients / f"{name}-{n}"
                 got = one_round(argv, source, folder, client_folder, n,
-                                settle=n == 0 and SETTLE_SECS > 0)
+                                settle=n == 0 and SETTLE_SECS > 0, card=card)
                 shutil.rmtree(folder)
                 shutil.rmtree(client_folder)
                 for key, value in got.items():
                     samples.setdefault(key, {}).setdefault(name, []).append(value)
                 print(f"round {n + 1}/{ROUNDS} {name}: push {got['push']:.3f} s, media up "
                       f"{got['media_up']:.3f} s", flush=True)
+        # All servers idle at once: only each process's own count tells them
+        # apart.
         idle = (idle_writes(contenders, source, work / "idle", clients / "idle")
                 if IDLE_SECS > 0 else {})
 
     size = source.stat().st_size / 2**20
+    where = ""
+    if card:
+        where = (f"; data on a throttled device ({common.SLOW_WRITE_MBPS:g} MB/s, "
+                 f"{common.SLOW_WRITE_IOPS} IOPS writes)" if card.slow
+                 else "; data on a card-like device at RAM speed")
     times = common.Table(f"Sync times, {common.NOTES}-note collection ({size:.1f} MiB), "
-                         f"median (min-max) of {ROUNDS} rounds", names)
+                         f"median (min-max) of {ROUNDS} rounds{where}", names)
     for label, key in [
         ("full upload", "upload"),
         ("full download", "download"),
@@ -186,12 +212,16 @@ def main() -> None:
     ]:
         if key in samples:
             memory.add(label, "MiB", samples[key])
-    disk = common.Table("Written to disk (/proc/PID/io write_bytes)", names)
+    disk = common.Table("Written to the card's device (data, journal, metadata)" if card
+                        else "Written to disk (/proc/PID/io write_bytes)", names)
     disk.add("per full upload", "KiB", samples["upload_written"])
     disk.add("per 100-review normal sync", "KiB", samples["reviews100_written"])
     disk.add(f"per media batch ({MEDIA_FILES} x 20 KB)", "KiB", samples["media_up_written"])
+    if "stop_written" in samples:
+        disk.add("per exit (SIGTERM, as an idle exit)", "KiB", samples["stop_written"])
     if idle:
-        disk.add(f"idle {IDLE_SECS} s", "KiB", {name: [kib] for name, kib in idle.items()})
+        disk.add(f"idle {IDLE_SECS} s (the process's own count)", "KiB",
+                 {name: [kib] for name, kib in idle.items()})
     tables = [times, cpu, memory, disk]
     for table in tables:
         table.print()
