@@ -222,25 +222,35 @@ pub async fn serve(
     Ok(())
 }
 
-/// Gives memory back once after each spell of work, when things settle.
+/// Gives memory back once after each spell of work, when things settle,
+/// and once at start: reading the configuration, the users and the stores
+/// brought in code (and the kernel's read-around of it) that serving does
+/// not need; a server that then waits for its first sync holds 1.8 MB
+/// instead of 4.8 (x86_64). Socket-activated, the first request maps back
+/// the little it needs from the page cache.
 async fn release_memory_when_settled(service: Arc<Service>) {
+    release_memory(&service).await;
     let mut released_after = None;
     loop {
         let last = service.activity.settled(MEMORY_CALM).await;
         if released_after != Some(last) {
             released_after = Some(last);
-            let service = service.clone();
-            crate::ground::pool::blocking(move || {
-                service.release_memory();
-                crate::http::body::release_spares();
-                crate::http::framing::release_spares();
-                crate::ground::memory::trim();
-                crate::ground::memory::release_code_pages();
-            })
-            .await;
+            release_memory(&service).await;
         }
         Timer::after(MEMORY_CALM).await;
     }
+}
+
+async fn release_memory(service: &Arc<Service>) {
+    let service = service.clone();
+    crate::ground::pool::blocking(move || {
+        service.release_memory();
+        crate::http::body::release_spares();
+        crate::http::framing::release_spares();
+        crate::ground::memory::trim();
+        crate::ground::memory::release_code_pages();
+    })
+    .await;
 }
 
 /// Takes the data directory's lock, saying so if it must wait. Blocking.
