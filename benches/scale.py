@@ -15,8 +15,10 @@ reset before the step; a command's ru_maxrss) and bytes written.
 
 The data is generated with SQL (not 200,000 client calls) and kept in
 target/bench/scale-NOTES-MEDIA; the clients' copies live in /dev/shm
-(BENCH_CLIENTS), the servers' data on disk (target/bench). Prints medians
-with their range and the ratio leitner / official; asserts nothing.
+(BENCH_CLIENTS), the servers' data on disk (target/bench), or with
+BENCH_DISK=card|slow on a card-like device whose own count of bytes is
+reported (see compare.py). Prints medians with their range and the ratio
+leitner / official; asserts nothing.
 
     benches/run scale                   # builds, then runs this
     SCALE_ROUNDS=3 SCALE_NOTES=200000 SCALE_MEDIA=20000 (the defaults)
@@ -25,6 +27,7 @@ with their range and the ratio leitner / official; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import random
@@ -78,8 +81,8 @@ def build() -> Path:
 
     def notes():
         for i in range(NOTES):
-            front = f"{text(rng, 4 + i % 9)} ({i})"
-            back = text(rng, 12 + i % 40)
+            front = f"{text(rng, 3 + i % 6)} ({i})"
+            back = text(rng, 3 + i % 10)
             if i < MEDIA:
                 back += f' <img src="scale-{i:05}.jpg">'
             guid = hashlib.sha1(f"scale {i}".encode()).hexdigest()[:10]
@@ -97,7 +100,7 @@ def build() -> Path:
             if rng.random() < 0.3:  # new
                 yield (cid, cid, 1, 0, now, -1, 0, 0, i, 0, 0, 0, 0, 0, 0, 0, 0, "")
                 continue
-            reps = rng.randint(1, 12)
+            reps = rng.randint(1, 8)
             ivl = rng.randint(1, 400)
             lapses = rng.randint(0, 3)
             yield (cid, cid, 1, 0, now, -1, 2, 2, today + rng.randint(-10, ivl), ivl, 2500,
@@ -130,21 +133,37 @@ def build() -> Path:
 
 
 def peak_of(argv: list[str], env: dict) -> dict[str, float]:
-    """Runs a command to its end: seconds, peak RSS (MiB), written (KiB)."""
+    """Runs a command to its end: seconds, peak RSS (MiB), written (KiB).
+    The peak is the command's own VmHWM, read while it runs: the kernel's
+    ru_maxrss of a child started from this process counts this (large)
+    Python process's memory, which the child had until it exec'd."""
     with tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
+        peak = 0
+        status = Path(f"/proc/{proc.pid}/status")
+        while True:
+            pid, code, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            try:
+                peak = max(peak, int(status.read_text().split("VmHWM:")[1].split()[0]))
+            except (OSError, IndexError, ValueError):
+                pass
+            time.sleep(0.01)
         seconds = time.perf_counter() - start
-        if os.waitstatus_to_exitcode(status):
+        if os.waitstatus_to_exitcode(code):
             err.seek(0)
             raise RuntimeError(f"{' '.join(argv)} failed: {err.read().decode()[-2000:]}")
-    return {"s": seconds, "peak": usage.ru_maxrss / 1024, "written": usage.ru_oublock * 512 / 1024}
+        written = usage.ru_oublock * 512
+    return {"s": seconds, "peak": peak / 1024, "written": written / 1024}
 
 
-def one_round(name: str, argv: list[str], built: Path, work: Path, clients: Path) -> dict:
+def one_round(name: str, argv: list[str], built: Path, work: Path, clients: Path,
+              card: common.Card | None) -> dict:
     got: dict[str, float] = {}
     server = common.Proc(argv, work / "server")
+    count = card.written if card else server.written
     try:
         a_dir, b_dir = clients / "a", clients / "b"
         a_dir.mkdir(parents=True)
@@ -158,11 +177,11 @@ def one_round(name: str, argv: list[str], built: Path, work: Path, clients: Path
         def step(key: str, run) -> None:
             os.sync()
             server.reset_peak()
-            before = server.written()
+            before = count()
             got[key] = run()
             got[f"{key}_peak"] = server.rss_kib("VmHWM") / 1024
             time.sleep(1.5)
-            got[f"{key}_written"] = (server.written() - before) / 1024
+            got[f"{key}_written"] = (count() - before) / 1024
 
         step("upload", lambda: common.full_sync(a, auth, upload=True))
         step("download", lambda: common.full_sync(b, auth, upload=False))
@@ -177,10 +196,13 @@ def one_round(name: str, argv: list[str], built: Path, work: Path, clients: Path
         if name == "leitner":
             env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNC_", "LEITNER_"))}
             env.update(SYNC_BASE=str(work / "server"), SYNC_USER1="bench:bench", LEITNER_CONFIG="")
+            (work / "backups").mkdir()
             for key, cmd in [("check", ["check"]), ("snapshot", ["snapshot", "take", "bench"]),
                              ("backup", ["backup", str(work / "backups")])]:
-                os.sync()
+                before = count() if card else 0
                 ran = peak_of([str(common.LEITNER), *cmd], env)
+                if card:
+                    ran["written"] = (count() - before) / 1024
                 got[key], got[f"{key}_peak"], got[f"{key}_written"] = ran["s"], ran["peak"], ran["written"]
     finally:
         server.stop()
@@ -197,13 +219,17 @@ def main() -> None:
     size = (built / "collection.anki2").stat().st_size / 1e6
     media = sum(p.stat().st_size for p in (built / "media").iterdir()) / 1e9
     samples: dict[str, dict[str, list[float]]] = {}
-    with (tempfile.TemporaryDirectory(dir=common.CACHE) as tmp,
+    card = common.card()
+    if card:
+        card.size_gb = 8
+    with (card or contextlib.nullcontext(),
+          tempfile.TemporaryDirectory(dir=card.mountpoint if card else common.CACHE) as tmp,
           tempfile.TemporaryDirectory(dir=common.CLIENTS) as client_tmp):
         for n in range(ROUNDS):
             order = contenders if n % 2 == 0 else list(reversed(contenders))
             for name, argv in order:
                 work, clients = Path(tmp) / f"{name}-{n}", Path(client_tmp) / f"{name}-{n}"
-                got = one_round(name, argv, built, work, clients)
+                got = one_round(name, argv, built, work, clients, card)
                 shutil.rmtree(work)
                 shutil.rmtree(clients)
                 for key, value in got.items():
@@ -220,7 +246,8 @@ def main() -> None:
     title = f"{NOTES:,} notes ({size:.0f} MB), {MEDIA:,} media files ({media:.2f} GB)"
     times = common.Table(f"Times at scale: {title}, median (min-max) of {ROUNDS} rounds", names)
     memory = common.Table(f"Peak RSS (the service's ceiling: {CEILING_MIB} MiB)", names)
-    disk = common.Table("Written to disk (the process's own count)", names)
+    disk = common.Table("Written to the card's device (data, journal, metadata)" if card
+                        else "Written to disk (the process's own count)", names)
     for label, key in steps:
         if key in samples:
             times.add(label, "s", samples[key])
