@@ -222,11 +222,12 @@ fn mend(config: &Config, dir: &Path, audit: &Audit, busy: bool) -> Vec<String> {
         }
     }
     if media::Store::exists(dir) {
-        // Opening the store finishes owed operations and empties staging.
+        // Opening the store finishes owed operations (or undoes a batch the
+        // card lost part of, never answered) and empties staging.
         match media::Store::open(dir) {
             Ok(mut store) => {
                 if audit.owed > 0 || audit.staged > 0 {
-                    done.push("finished the media batch a crash interrupted".into());
+                    done.push("finished (or undid) the media batch a crash interrupted".into());
                 }
                 // Missing before, and still missing once owed renames are done.
                 let folder = dir.join(media::store::FOLDER);

@@ -38,8 +38,13 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 /// way instead of one each, which on an SD card is the difference that
 /// matters; the board's data partition holds little but our own files.
 pub(crate) fn sync_filesystem(path: &Path) -> io::Result<()> {
+    sync_filesystem_of(&File::open(path)?)
+}
+
+/// [`sync_filesystem`] through a descriptor kept open: it also reports a
+/// failed write-back that happened since it was opened.
+pub(crate) fn sync_filesystem_of(handle: &File) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let handle = File::open(path)?;
     nix::unistd::syncfs(handle.as_raw_fd()).map_err(io::Error::from)
 }
 

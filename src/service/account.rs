@@ -123,8 +123,9 @@ impl Account {
         }
     }
 
-    /// Gives back the memory this user's open databases keep between
-    /// requests (page caches), if nothing of the user's is under way; the
+    /// Records the last media batch as flushed and gives back the memory
+    /// this user's open databases keep between requests (page caches), if
+    /// nothing of the user's is under way; the
     /// connections stay open, so a sync in the next minute costs a few page
     /// reads, not a reopen. Blocking.
     pub(crate) fn release_memory(&self) {
@@ -137,6 +138,12 @@ impl Account {
         }
         if let Some(media) = self.media.try_lock() {
             if let Some(store) = media.as_ref() {
+                if let Err(e) = store.settle() {
+                    log::warn!(
+                        "{}: recording the last media batch as flushed: {e}",
+                        self.name
+                    );
+                }
                 let _ = store.release_memory();
             }
         }

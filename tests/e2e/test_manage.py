@@ -299,8 +299,8 @@ def test_check_repair_mends_a_half_applied_media_batch(server, tmp_path):
     db.execute("delete from leitner_owed")
     for i, name in enumerate(staged):
         (user / "media" / name).rename(user / "media.incoming" / f"crash-{i}")
-        db.execute("insert into leitner_owed (batch, fname, staged) values (1000, ?, ?)",
-                   (name, f"crash-{i}"))
+        db.execute("insert into leitner_owed (batch, fname, staged, usn) "
+                   "select 1000, fname, ?, usn from media where fname = ?", (f"crash-{i}", name))
     db.commit()
     db.close()
     # An old client's upload arrives in the data folder itself, before its

@@ -2,9 +2,10 @@
 //! each name holds (SHA-1, size, the media usn of its last change).
 //!
 //! The database is the layout the official server keeps (`media.db`, user
-//! version 4), so a data folder moves between the two servers, plus one table
-//! of our own, `leitner_owed`: the file operations of the last two batches,
-//! with what each changed row held before.
+//! version 4), so a data folder moves between the two servers, plus two
+//! tables of our own: `leitner_owed`, the file operations of the last two
+//! batches with what each changed row held before and the usn it was given,
+//! and `leitner_flushed`, the newest batch known to be on the card.
 //!
 //! Crash safety rests on one flush per batch. A batch's new contents are
 //! written into `media.incoming/`, its rows and owed operations commit
@@ -12,14 +13,18 @@
 //! the staged files, the commit and the previous batch's renames durable
 //! together; only then are the files renamed into (or deleted from) the
 //! folder, and the client told. A crash before that flush has ended may
-//! leave the commit on the card without the files it names, so when the
-//! store is next opened the newest batch is checked: every staged file (or
-//! the folder's file, if already renamed) must have the size and SHA-1 its
-//! row says. If so, its operations are finished; if not, the batch is
-//! undone from the rows' saved values (the client was never told, and sends
-//! it again). The batch before it was flushed before the newest began: its
-//! operations are only redone. The folder is never touched before its
-//! batch is durable, so rows and files always end up saying the same thing.
+//! leave the commit on the card without the files it names. That a batch
+//! was flushed is recorded with the next batch's commit, or when the server
+//! settles after its work ([`Store::settle`]); a batch not known to be
+//! flushed when the store is next opened is checked: every staged file
+//! (or the folder's file, if already renamed) must have the size and SHA-1
+//! its row says. If so, its operations are finished; if not, the batch is
+//! undone from the rows' saved values (its client was never told, and sends
+//! it again). A flushed batch is never undone, only its operations redone,
+//! and only on rows that still carry the usn it gave them (another server
+//! may have written the store since). The folder is never touched before
+//! its batch is durable, so rows and files always end up saying the same
+//! thing.
 
 use std::fs;
 use std::io;
@@ -33,7 +38,8 @@ use crate::storage::collection::StoreError;
 
 pub(crate) const DB_NAME: &str = "media.db";
 pub(crate) const FOLDER: &str = "media";
-/// Where uploaded files wait for their batch to commit; same file system.
+/// Where uploaded files wait until their batch is on the card; same file
+/// system.
 pub(crate) const STAGING: &str = "media.incoming";
 
 const SCHEMA_VERSION: i64 = 4;
@@ -58,12 +64,15 @@ CREATE TABLE IF NOT EXISTS leitner_owed (
     batch INTEGER NOT NULL,
     fname TEXT NOT NULL,
     staged TEXT,
+    usn INTEGER NOT NULL,
     old_csum BLOB,
     old_size INTEGER,
     old_usn INTEGER,
     old_mtime INTEGER,
     PRIMARY KEY (batch, fname)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leitner_flushed (batch INTEGER NOT NULL);
+INSERT INTO leitner_flushed SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM leitner_flushed);
 ";
 
 /// The owed operations as leitner up to 0.2.x kept them: one batch, already
@@ -80,7 +89,7 @@ pub(crate) struct Change {
 /// What an upload asks for one name.
 pub(crate) enum Upload {
     Delete,
-    /// New contents, complete and fsynced in the staging folder.
+    /// New contents, complete in the staging folder (not yet flushed).
     Put {
         staged: String,
         sha1: [u8; 20],
@@ -97,6 +106,10 @@ pub(crate) struct Store {
     conn: Connection,
     folder: PathBuf,
     staging: PathBuf,
+    /// Kept open for the store's life: a flush through it reports a failed
+    /// write-back of anything written since it was opened (a descriptor
+    /// opened later would not see one that happened before).
+    staging_dir: fs::File,
 }
 
 impl Store {
@@ -133,10 +146,12 @@ impl Store {
         if version == 0 {
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
+        let staging_dir = fs::File::open(&staging)?;
         let store = Store {
             conn,
             folder,
             staging,
+            staging_dir,
         };
         store.redo_owed()?;
         Ok(store)
@@ -237,6 +252,12 @@ impl Store {
             "DELETE FROM leitner_owed WHERE batch < (SELECT max(batch) FROM leitner_owed)",
             [],
         )?;
+        // The batch before this one was flushed before it was answered.
+        tx.execute(
+            "UPDATE leitner_flushed SET batch = \
+             max(batch, coalesce((SELECT max(batch) FROM leitner_owed), 0))",
+            [],
+        )?;
         let (mut usn, mut bytes, mut files): (i64, i64, i64) = tx.query_row(
             "SELECT last_usn, total_bytes, total_nonempty_files FROM meta",
             [],
@@ -289,7 +310,7 @@ impl Store {
                     Some(staged)
                 }
             };
-            let (csum, size, row_usn, mtime) = match before {
+            let (csum, size, old_usn, mtime) = match before {
                 Some(Row(csum, size, usn, mtime)) => {
                     (Some(csum), Some(size), Some(usn), Some(mtime))
                 }
@@ -297,9 +318,9 @@ impl Store {
             };
             tx.execute(
                 "INSERT INTO leitner_owed \
-                 (batch, fname, staged, old_csum, old_size, old_usn, old_mtime) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
-                params![batch_id, name, staged, csum, size, row_usn, mtime],
+                 (batch, fname, staged, usn, old_csum, old_size, old_usn, old_mtime) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                params![batch_id, name, staged, usn, csum, size, old_usn, mtime],
             )?;
             owed.push((name, staged));
         }
@@ -319,7 +340,7 @@ impl Store {
             return Ok(usn);
         }
         // The one flush: staged files, the commit, the previous renames.
-        durable::sync_filesystem(&self.staging)?;
+        durable::sync_filesystem_of(&self.staging_dir)?;
         // Durable from the next batch's flush on; until then the owed rows
         // can redo them.
         self.perform(&owed)?;
@@ -333,6 +354,9 @@ impl Store {
     /// staging folder is from a batch that never committed, and goes.
     fn redo_owed(&self) -> Result<(), StoreError> {
         let mut changed = self.redo_old_owed()?;
+        let flushed: i64 = self
+            .conn
+            .query_row("SELECT batch FROM leitner_flushed", [], |r| r.get(0))?;
         let batches: Vec<i64> = {
             let mut stmt = self
                 .conn
@@ -340,12 +364,13 @@ impl Store {
             let rows = stmt.query_map([], |r| r.get(0))?;
             rows.collect::<rusqlite::Result<_>>()?
         };
-        // The newest batch first: kept if it all reached the card, else
-        // undone (which touches rows and staged files only).
+        // The newest batch first: unless known to be on the card, kept only
+        // if all of it reached the card, else undone (which touches rows
+        // and staged files only).
         let mut newest = None;
-        if let Some((&last, _)) = batches.split_last() {
+        if let Some(&last) = batches.last() {
             let owed = self.owed(last)?;
-            if self.intact(last, &owed)? {
+            if last <= flushed || self.intact(last, &owed) {
                 newest = Some(owed);
             } else {
                 self.undo(last)?;
@@ -363,7 +388,6 @@ impl Store {
                 .filter(|(name, _)| !again.contains(name))
                 .collect();
             self.perform(&owed)?;
-            changed = true;
         }
         if let Some(owed) = &newest {
             self.perform(owed)?;
@@ -373,7 +397,12 @@ impl Store {
             changed = true;
         }
         if changed {
-            durable::sync_filesystem(&self.folder)?;
+            durable::sync_filesystem_of(&self.staging_dir)?;
+            // All done and on the card: nothing is owed, nothing to check.
+            self.conn.execute_batch(
+                "BEGIN; DELETE FROM leitner_owed; \
+                 UPDATE leitner_flushed SET batch = (SELECT last_usn FROM meta); COMMIT;",
+            )?;
         }
         Ok(())
     }
@@ -402,33 +431,48 @@ impl Store {
         Ok(true)
     }
 
+    /// A batch's operations on names whose rows still carry the usn it
+    /// gave them: a row changed since (by another server that had the
+    /// folder meanwhile, or forgotten) is no longer this batch's to finish.
     fn owed(&self, batch: i64) -> rusqlite::Result<Vec<(String, Option<String>)>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT fname, staged FROM leitner_owed WHERE batch = ?")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT o.fname, o.staged FROM leitner_owed o \
+             JOIN media m ON m.fname = o.fname AND m.usn = o.usn WHERE o.batch = ?",
+        )?;
         let rows = stmt.query_map([batch], |r| Ok((r.get(0)?, r.get(1)?)))?;
         rows.collect()
     }
 
     /// Whether every new file of `batch` reached the card: its staged file,
     /// or the folder's if it was renamed already, has the size and SHA-1 of
-    /// its row. Blocking (reads the files).
-    fn intact(&self, batch: i64, owed: &[(String, Option<String>)]) -> Result<bool, StoreError> {
+    /// its row. A file that cannot be read counts as lost: the batch was
+    /// never answered. Blocking (reads the files).
+    fn intact(&self, batch: i64, owed: &[(String, Option<String>)]) -> bool {
+        match self.check_files(owed) {
+            Ok(true) => true,
+            Ok(false) => {
+                log::warn!(
+                    "media batch {batch}: a file did not reach the disk before a crash; \
+                     the batch is undone and the client will send it again"
+                );
+                false
+            }
+            Err(e) => {
+                log::warn!("media batch {batch}: checking its files: {e}; the batch is undone");
+                false
+            }
+        }
+    }
+
+    fn check_files(&self, owed: &[(String, Option<String>)]) -> Result<bool, StoreError> {
         use sha1::{Digest, Sha1};
         for (name, staged) in owed {
             let Some(staged) = staged else { continue };
-            let row: Option<(Vec<u8>, i64)> = self
-                .conn
-                .query_row(
-                    "SELECT csum, size FROM media WHERE fname = ?",
-                    [name],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            // Forgotten since (its file went missing): nothing to check.
-            let Some((csum, size)) = row.filter(|(_, size)| *size > 0) else {
-                continue;
-            };
+            let (csum, size): (Vec<u8>, i64) = self.conn.query_row(
+                "SELECT csum, size FROM media WHERE fname = ?",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
             let staged = self.staging.join(staged);
             let path = if staged.exists() {
                 staged
@@ -446,10 +490,6 @@ impl Store {
             let mut hasher = Sha1::new();
             io::copy(&mut file, &mut hasher)?;
             if hasher.finalize().as_slice() != csum.as_slice() {
-                log::warn!(
-                    "media batch {batch}: a file did not reach the disk before a crash; \
-                     the batch is undone and the client will send it again"
-                );
                 return Ok(false);
             }
         }
@@ -461,30 +501,38 @@ impl Store {
     /// batch is durable). The usns it took are given back.
     fn undo(&self, batch: i64) -> Result<(), StoreError> {
         let tx = self.conn.unchecked_transaction()?;
-        let first: Option<i64> = tx.query_row(
-            "SELECT min(m.usn) FROM media m JOIN leitner_owed o ON o.fname = m.fname \
-             WHERE o.batch = ?",
+        // Only if nothing was written after it (another server may have had
+        // the folder since); else its rows are simply no longer owed.
+        let ours: bool = tx.query_row(
+            "SELECT (SELECT max(usn) FROM leitner_owed WHERE batch = ?) = \
+             (SELECT last_usn FROM meta)",
             [batch],
             |r| r.get(0),
         )?;
-        tx.execute(
-            "DELETE FROM media WHERE fname IN \
-             (SELECT fname FROM leitner_owed WHERE batch = ? AND old_usn IS NULL)",
-            [batch],
-        )?;
-        tx.execute(
-            "UPDATE media SET (csum, size, usn, mtime) = \
-             (SELECT old_csum, old_size, old_usn, old_mtime FROM leitner_owed o \
-              WHERE o.batch = ?1 AND o.fname = media.fname) \
-             WHERE fname IN (SELECT fname FROM leitner_owed WHERE batch = ?1 AND old_usn IS NOT NULL)",
-            [batch],
-        )?;
-        tx.execute(
-            "UPDATE meta SET last_usn = coalesce(?, last_usn), \
-             total_bytes = (SELECT coalesce(sum(size), 0) FROM media), \
-             total_nonempty_files = (SELECT count(*) FROM media WHERE size > 0)",
-            [first.map(|usn| usn - 1)],
-        )?;
+        if ours {
+            let mine = "SELECT o.fname FROM leitner_owed o JOIN media m \
+                        ON m.fname = o.fname AND m.usn = o.usn WHERE o.batch = ?1";
+            tx.execute(
+                &format!("DELETE FROM media WHERE fname IN ({mine} AND o.old_usn IS NULL)"),
+                [batch],
+            )?;
+            tx.execute(
+                &format!(
+                    "UPDATE media SET (csum, size, usn, mtime) = \
+                     (SELECT old_csum, old_size, old_usn, old_mtime FROM leitner_owed o \
+                      WHERE o.batch = ?1 AND o.fname = media.fname) \
+                     WHERE fname IN ({mine} AND o.old_usn IS NOT NULL)"
+                ),
+                [batch],
+            )?;
+            // The batch took the usns from `batch` on.
+            tx.execute(
+                "UPDATE meta SET last_usn = ? - 1, \
+                 total_bytes = (SELECT coalesce(sum(size), 0) FROM media), \
+                 total_nonempty_files = (SELECT count(*) FROM media WHERE size > 0)",
+                [batch],
+            )?;
+        }
         let staged: Vec<String> = {
             let mut stmt = tx.prepare(
                 "SELECT staged FROM leitner_owed WHERE batch = ? AND staged IS NOT NULL",
@@ -521,6 +569,20 @@ impl Store {
 struct Row(Vec<u8>, i64, i64, i64);
 
 impl Store {
+    /// Records that the newest batch is on the card (it was flushed before
+    /// it was answered), so that no later open checks it again, and a file
+    /// of it removed by hand or lost to the card since is never taken for a
+    /// batch the card lost (which would be undone). One small commit per
+    /// spell of work, instead of one per batch. Blocking.
+    pub(crate) fn settle(&self) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "UPDATE leitner_flushed SET batch = (SELECT max(batch) FROM leitner_owed) \
+             WHERE batch < (SELECT max(batch) FROM leitner_owed)",
+            [],
+        )?;
+        Ok(())
+    }
+
     /// Gives back the memory SQLite keeps for this database's pages; they
     /// are read again when next needed. Blocking.
     pub(crate) fn release_memory(&self) -> rusqlite::Result<()> {
@@ -551,16 +613,25 @@ impl Store {
     }
 }
 
-/// A fresh name in the staging folder, unique within this process; the
-/// folder is emptied before a process stages anything, so that is enough.
+/// A fresh name in the staging folder. Unique across processes too (a
+/// random part drawn once per process): owed rows outlive the process that
+/// wrote them, and on a board the same pid comes back after every boot.
 pub(crate) fn staged_name() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static PROCESS: OnceLock<String> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    let process = PROCESS.get_or_init(|| {
+        let mut bytes = [0u8; 8];
+        if crate::ground::random::fill(&mut bytes).is_err() {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            bytes = (nanos ^ u64::from(std::process::id())).to_le_bytes();
+        }
+        crate::ground::hex::encode(&bytes)
+    });
+    format!("{process}-{}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 #[cfg(test)]
@@ -708,6 +779,31 @@ mod tests {
         assert_eq!(bytes, 7);
         drop(store);
         assert!(audit(dir.path()).unwrap().unwrap().is_clean());
+    }
+
+    #[test]
+    fn an_answered_batch_is_never_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let batch = vec![
+            ("x.txt".to_string(), stage(&store, b"x")),
+            ("y.txt".to_string(), stage(&store, b"y")),
+        ];
+        store.apply(batch, 1).unwrap();
+        store.settle().unwrap();
+        // Removed by hand (or lost to a failing card) after the answer.
+        fs::remove_file(dir.path().join("media/x.txt")).unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.last_usn().unwrap(), 2);
+        assert!(store.live("x.txt").unwrap().is_some());
+        assert_eq!(read(dir.path(), "y.txt").unwrap(), b"y");
+        // Nothing is owed after an open: the next one checks nothing.
+        let owed: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM leitner_owed", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(owed, 0);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `uploadChanges`: from the request body to a checked batch whose new files
-//! wait, complete and fsynced, in the staging folder.
+//! wait, complete, in the staging folder (the store flushes them with the
+//! batch's commit).
 //!
 //! The body (a zip) is kept in memory while it is small, which is every batch
 //! of ordinary media: clients stop adding files at 2.5 MiB. A larger one (a
@@ -85,7 +86,7 @@ pub(crate) fn read_batch(body: Body, staging: &Path) -> Result<Vec<(String, Uplo
                     return Err(refuse("a media file in the zip is empty"));
                 }
                 // Written, not yet flushed to the card: the store flushes the
-                // whole batch at once before committing it.
+                // whole batch at once, with its commit.
                 let Hashing { file, sha1 } = out;
                 file.into_inner()
                     .map_err(|e| UploadError::Io(e.into_error()))?;
