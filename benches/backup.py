@@ -113,18 +113,12 @@ def run(argv: list[str], env: dict, repo: Path) -> dict:
     subprocess.run(["sync"], check=True)
     Path("/proc/sys/vm/drop_caches").write_text("3")
     before = folder_size(repo) if repo.exists() else 0
-    start = time.monotonic()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.monotonic() - start
-    err = proc.stderr.read().decode()
-    if os.waitstatus_to_exitcode(status):
-        sys.exit(f"{' '.join(argv[:3])} failed: {err[-2000:]}")
+    ran = common.run_command(argv, env)
     return {
-        "seconds": seconds,
-        "rss_mib": usage.ru_maxrss / 1024,
-        "read_mb": usage.ru_inblock * 512 / 1e6,
-        "written_mb": usage.ru_oublock * 512 / 1e6,
+        "seconds": ran["seconds"],
+        "rss_mib": ran["rss_mib"],
+        "read_mb": ran["read"] / 1e6,
+        "written_mb": ran["written"] / 1e6,
         "grew_mb": (folder_size(repo) - before) / 1e6,
     }
 

@@ -14,6 +14,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -132,6 +133,35 @@ class Proc:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(30)
+
+
+def run_command(argv: list[str], env: dict) -> dict[str, float]:
+    """Runs a command to its end: seconds, peak RSS (MiB), and what it read
+    and wrote (bytes; the kernel's counts for the process). The peak is the
+    command's own VmHWM, read while it runs: ru_maxrss of a child of this
+    process counts this (large, Anki-loaded) Python process's memory, which
+    the child had until it exec'd."""
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        peak = 0
+        status = Path(f"/proc/{proc.pid}/status")
+        while True:
+            pid, code, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            try:
+                peak = max(peak, int(status.read_text().split("VmHWM:")[1].split()[0]))
+            except (OSError, IndexError, ValueError):
+                pass
+            time.sleep(0.01)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(code)
+        if proc.returncode:
+            err.seek(0)
+            raise RuntimeError(f"{' '.join(argv[:3])} failed: {err.read().decode()[-2000:]}")
+    return {"seconds": seconds, "rss_mib": peak / 1024,
+            "read": usage.ru_inblock * 512, "written": usage.ru_oublock * 512}
 
 
 def login(col: Collection, endpoint: str, user: str = "bench") -> SyncAuth:

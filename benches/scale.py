@@ -33,7 +33,6 @@ import os
 import random
 import shutil
 import sqlite3
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -132,33 +131,6 @@ def build() -> Path:
     return built
 
 
-def peak_of(argv: list[str], env: dict) -> dict[str, float]:
-    """Runs a command to its end: seconds, peak RSS (MiB), written (KiB).
-    The peak is the command's own VmHWM, read while it runs: the kernel's
-    ru_maxrss of a child started from this process counts this (large)
-    Python process's memory, which the child had until it exec'd."""
-    with tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=err)
-        peak = 0
-        status = Path(f"/proc/{proc.pid}/status")
-        while True:
-            pid, code, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            try:
-                peak = max(peak, int(status.read_text().split("VmHWM:")[1].split()[0]))
-            except (OSError, IndexError, ValueError):
-                pass
-            time.sleep(0.01)
-        seconds = time.perf_counter() - start
-        if os.waitstatus_to_exitcode(code):
-            err.seek(0)
-            raise RuntimeError(f"{' '.join(argv)} failed: {err.read().decode()[-2000:]}")
-        written = usage.ru_oublock * 512
-    return {"s": seconds, "peak": peak / 1024, "written": written / 1024}
-
-
 def one_round(name: str, argv: list[str], built: Path, work: Path, clients: Path,
               card: common.Card | None) -> dict:
     got: dict[str, float] = {}
@@ -200,10 +172,10 @@ def one_round(name: str, argv: list[str], built: Path, work: Path, clients: Path
             for key, cmd in [("check", ["check"]), ("snapshot", ["snapshot", "take", "bench"]),
                              ("backup", ["backup", str(work / "backups")])]:
                 before = count() if card else 0
-                ran = peak_of([str(common.LEITNER), *cmd], env)
-                if card:
-                    ran["written"] = (count() - before) / 1024
-                got[key], got[f"{key}_peak"], got[f"{key}_written"] = ran["s"], ran["peak"], ran["written"]
+                ran = common.run_command([str(common.LEITNER), *cmd], env)
+                written = count() - before if card else ran["written"]
+                got[key], got[f"{key}_peak"] = ran["seconds"], ran["rss_mib"]
+                got[f"{key}_written"] = written / 1024
     finally:
         server.stop()
     return got
