@@ -118,8 +118,8 @@ def one_round(argv: list[str], source: Path, work: Path, clients: Path, n: int,
             time.sleep(SETTLE_SECS)
             got["rss_settled"] = server.rss_kib() / 1024
         if card:
-            # What an exit writes (leitner's idle exit: the WAL folded in,
-            # the last-seen record): SIGTERM, as systemd sends.
+            # What an exit writes (leitner's idle exit: the last-seen record
+            # and the devices' last syncs): SIGTERM, as systemd sends.
             before = count()
             server.stop()
             got["stop_written"] = (count() - before) / 1024

@@ -498,7 +498,8 @@ impl Store {
 
     /// Puts the rows `batch` changed back as they were and forgets its
     /// operations; the folder was not touched yet (it never is before its
-    /// batch is durable). The usns it took are given back.
+    /// batch is durable). The usns it took are given back. Its staged
+    /// files go with the rest of the staging folder ([`Store::redo_owed`]).
     fn undo(&self, batch: i64) -> Result<(), StoreError> {
         let tx = self.conn.unchecked_transaction()?;
         // Only if nothing was written after it (another server may have had
@@ -533,18 +534,8 @@ impl Store {
                 [batch],
             )?;
         }
-        let staged: Vec<String> = {
-            let mut stmt = tx.prepare(
-                "SELECT staged FROM leitner_owed WHERE batch = ? AND staged IS NOT NULL",
-            )?;
-            let rows = stmt.query_map([batch], |r| r.get(0))?;
-            rows.collect::<rusqlite::Result<_>>()?
-        };
         tx.execute("DELETE FROM leitner_owed WHERE batch = ?", [batch])?;
         tx.commit()?;
-        for staged in staged {
-            durable::remove_if_present(&self.staging.join(staged))?;
-        }
         Ok(())
     }
 
