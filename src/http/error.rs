@@ -8,6 +8,9 @@ pub(crate) struct Failure {
     pub(crate) status: StatusCode,
     /// For the log and for people with curl; Anki clients show only the status.
     pub(crate) message: String,
+    /// The disk is full: endpoints with a way to show the client a message
+    /// (`meta`, media replies) say so in words; elsewhere it is a 507.
+    pub(crate) disk_full: bool,
 }
 
 impl Failure {
@@ -15,6 +18,20 @@ impl Failure {
         Failure {
             status,
             message: message.into(),
+            disk_full: false,
+        }
+    }
+
+    /// 507 "Insufficient Storage": the client shows it as a network error
+    /// whose details name the status, where a 500 would say "try again in a
+    /// few minutes", which a full disk will not mend. Steps that can carry
+    /// words ([`Failure::disk_full`] is checked by `meta` and the media
+    /// endpoints) say more.
+    pub(crate) fn disk_full(context: impl std::fmt::Display) -> Failure {
+        Failure {
+            status: StatusCode::InsufficientStorage,
+            message: format!("the server's disk is full ({context})"),
+            disk_full: true,
         }
     }
 
@@ -57,7 +74,7 @@ impl From<rusqlite::Error> for Failure {
             return Failure::bad_request(format!("database constraint: {e}"));
         }
         if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
-            return Failure::internal("the server's disk is full");
+            return Failure::disk_full(e);
         }
         Failure::internal(format!("database: {e}"))
     }
@@ -76,6 +93,15 @@ impl From<crate::http::body::BodyError> for Failure {
 
 impl From<crate::storage::collection::StoreError> for Failure {
     fn from(e: crate::storage::collection::StoreError) -> Failure {
+        use crate::storage::collection::StoreError;
+        let full = match &e {
+            StoreError::Sql(sql) => sql.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull),
+            StoreError::Io(io) => crate::ground::durable::is_disk_full(io),
+            StoreError::Unreadable(_) => false,
+        };
+        if full {
+            return Failure::disk_full(e);
+        }
         Failure::internal(e.to_string())
     }
 }
@@ -85,6 +111,9 @@ impl From<crate::storage::media::upload::UploadError> for Failure {
         use crate::storage::media::upload::UploadError;
         match e {
             UploadError::Refused(_) => Failure::bad_request(e.to_string()),
+            UploadError::Io(ref io) if crate::ground::durable::is_disk_full(io) => {
+                Failure::disk_full(e)
+            }
             UploadError::Io(_) => Failure::internal(e.to_string()),
         }
     }
@@ -104,7 +133,7 @@ impl From<crate::storage::media::download::DownloadError> for Failure {
 impl From<std::io::Error> for Failure {
     fn from(e: std::io::Error) -> Failure {
         if crate::ground::durable::is_disk_full(&e) {
-            return Failure::internal("the server's disk is full");
+            return Failure::disk_full(e);
         }
         Failure::internal(format!("i/o: {e}"))
     }

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from anki.sync_pb2 import SyncCollectionResponse
 
-from harness import Device, big_collection, wait_for
+from harness import Device, big_collection, make_rich_collection, wait_for
 
 Changes = SyncCollectionResponse.ChangesRequired
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: run as root")
@@ -101,3 +101,66 @@ def test_a_full_card_refuses_clearly_and_the_server_keeps_serving(server_factory
     assert first.sync(auth) == Changes.NO_CHANGES
     for dev in (first, second, third, huge, fresh):
         dev.close()
+
+
+def test_meta_media_and_normal_syncs_on_a_full_card_say_why(server_factory, card, tmp_path):
+    # Issue 27: each step a full card can stop says so in words the client
+    # shows (or, where the client reads no words, in the status), and nothing
+    # is kept of what was refused.
+    server = server_factory(data=card / "leitner").start()
+    dev = Device(tmp_path / "dev")
+    make_rich_collection(dev.col, notes=20, reviews=5)
+    auth = dev.login(server)
+    dev.full_sync(auth, upload=True)
+    dev.col.media.write_data("first.txt", b"first")
+    dev.sync_media(auth)
+
+    # A fresh process on a card filled to the last byte: nothing is open, and
+    # SQLite cannot even create the files it reads through.
+    server.stop()
+    filler = card / "filler"
+    fill(filler, leave=0)
+    server.start()
+    with pytest.raises(Exception, match="(?i)the server's disk is full"):
+        dev.sync(auth)
+    dev.col.media.write_data("second.bin", os.urandom(2 << 20))
+    with pytest.raises(Exception, match="(?i)the server's disk is full"):
+        dev.sync_media(auth)
+
+    # Room to begin a media sync, not for the batch: the upload is refused
+    # in words too.
+    filler.unlink()
+    fill(filler, leave=512 << 10)
+    with pytest.raises(Exception, match="(?i)the server's disk is full") as refused:
+        dev.sync_media(auth)
+    print(f"\nthe client says: {refused.value}")
+    assert "msync/uploadChanges" in server.log()
+
+    # Room enough for meta's check, not for what the sync brings: the step
+    # that meets the full card gets 507, and the sync is rolled back.
+    filler.unlink()
+    fill(filler, leave=(1 << 20) + (256 << 10))
+    basic = dev.col.models.by_name("Basic")
+    for i in range(400):
+        note = dev.col.new_note(basic)
+        note["Front"] = f"{i} " + os.urandom(4000).hex()
+        dev.col.add_note(note, 1)
+    with pytest.raises(Exception, match="507") as refused:
+        dev.sync(auth)
+    print(f"the client says: {refused.value}")
+    assert "sync/finish 507" in server.log() or "applyChunk 507" in server.log()
+    filler.unlink()
+
+    # Room again: nothing of the refused steps was kept, and all syncs on.
+    other = Device(tmp_path / "other")
+    other_auth = other.login(server)
+    other.full_sync(other_auth, upload=False)
+    assert other.col.note_count() == 20
+    assert dev.sync(auth) == Changes.NO_CHANGES
+    dev.sync_media(auth)
+    other.sync(other_auth)
+    other.sync_media(other_auth)
+    assert other.col.note_count() == 420
+    assert sorted(other.media_files()) == ["first.txt", "second.bin"]
+    dev.close()
+    other.close()

@@ -30,6 +30,37 @@ fn wrapped<T>(data: T) -> Wrapped<T> {
     Wrapped { data, err: "" }
 }
 
+/// A media step that failed because the disk is full says so in `err`,
+/// which the client shows as it is, ending the media sync there; nothing
+/// of the batch was kept.
+pub(crate) async fn in_words_if_full(
+    answered: Outcome<Response>,
+    account: &Arc<Account>,
+    zstd: bool,
+) -> Outcome<Response> {
+    let Err(failure) = answered else {
+        return answered;
+    };
+    let dir = account.dir.clone();
+    let full = failure.disk_full
+        || (failure.status == http_types::StatusCode::InternalServerError
+            && blocking(move || Ok::<_, Failure>(super::meta::no_room(&dir))).await?);
+    if !full {
+        return Err(failure);
+    }
+    log::warn!("{}: media sync stopped: {}", account.name, failure.message);
+    #[derive(Serialize)]
+    struct Refused {
+        data: Option<()>,
+        err: &'static str,
+    }
+    let refused = Refused {
+        data: None,
+        err: super::full::DISK_FULL,
+    };
+    Ok(framing::reply_json(&refused, zstd))
+}
+
 /// The media usn for `/sync/meta` and `begin`: 0 for a user who never synced
 /// media, without creating anything for them. Does not wait for a media
 /// request in progress once the usn is known.

@@ -40,6 +40,48 @@ struct Meta {
 }
 
 pub(crate) async fn meta(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
+    let zstd = call.zstd();
+    match answer(call, account).await {
+        // On a card filled to the last byte, even reading can fail (SQLite
+        // cannot create the files it reads through): the client is told
+        // why, as before any other sync, not "server problem".
+        Err(failure)
+            if failure.disk_full
+                || failure.status == http_types::StatusCode::InternalServerError =>
+        {
+            let dir = account.dir.clone();
+            let full = failure.disk_full;
+            if full || blocking(move || Ok::<_, Failure>(no_room(&dir))).await? {
+                log::warn!(
+                    "{}: meta failed on a full disk: {}",
+                    account.name,
+                    failure.message
+                );
+                return Ok(disk_full(zstd));
+            }
+            Err(failure)
+        }
+        answered => answered,
+    }
+}
+
+/// The reply that stops a sync before it starts because the disk is full.
+fn disk_full(zstd: bool) -> Response {
+    let meta = Meta {
+        modified: 0,
+        schema_modified: 0,
+        usn: 0,
+        server_time: clock::now_secs(),
+        msg: super::full::DISK_FULL.to_string(),
+        cont: false,
+        host_num: 0,
+        empty: false,
+        media_usn: 0,
+    };
+    framing::reply_json(&meta, zstd)
+}
+
+async fn answer(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
     let body = call.json_later::<MetaRequest>().await?;
     let described = call.client_described();
     // Known after the first request (kept by the account); read before the
@@ -192,7 +234,7 @@ const MIN_FREE: u64 = 1 << 20;
 
 /// Whether the disk holding `account_dir` is (nearly) full even after the
 /// user's older snapshots made room. Blocking.
-fn no_room(account_dir: &std::path::Path) -> bool {
+pub(super) fn no_room(account_dir: &std::path::Path) -> bool {
     loop {
         match crate::ground::durable::free_space(account_dir) {
             Some(free) if free < MIN_FREE => {}

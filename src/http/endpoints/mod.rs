@@ -147,6 +147,16 @@ pub(crate) async fn handle(
     request_log::attach(res, line, activity)
 }
 
+/// The answer to a device behind a trusted proxy that has more requests in
+/// flight than one device may hold connections (503: the client's "server
+/// problem, try again later"). The server's connection gate says it in the
+/// log, once per device.
+pub(crate) fn too_many_connections() -> Response {
+    framing::refuse(&Failure::unavailable(
+        "too many requests in flight from this device",
+    ))
+}
+
 async fn dispatch(
     service: &Arc<Service>,
     req: &mut Request,
@@ -278,11 +288,17 @@ async fn answer(
         Endpoint::Sync(SyncMethod::SanityCheck2) => normal::sanity_check(call, &account).await,
         Endpoint::Sync(SyncMethod::Finish) => normal::finish(call, &account).await,
         Endpoint::Sync(SyncMethod::HostKey) => unreachable!("answered above"),
-        Endpoint::Media(MediaMethod::Begin) => media::begin(call, &account, query_version).await,
-        Endpoint::Media(MediaMethod::MediaChanges) => media::changes(call, &account).await,
-        Endpoint::Media(MediaMethod::UploadChanges) => media::upload_changes(call, &account).await,
         Endpoint::Media(MediaMethod::DownloadFiles) => media::download_files(call, &account).await,
-        Endpoint::Media(MediaMethod::MediaSanity) => media::sanity(call, &account).await,
+        Endpoint::Media(method) => {
+            let zstd = call.zstd();
+            let answered = match method {
+                MediaMethod::Begin => media::begin(call, &account, query_version).await,
+                MediaMethod::MediaChanges => media::changes(call, &account).await,
+                MediaMethod::UploadChanges => media::upload_changes(call, &account).await,
+                _ => media::sanity(call, &account).await,
+            };
+            media::in_words_if_full(answered, &account, zstd).await
+        }
         Endpoint::Health | Endpoint::Welcome => unreachable!("answered above"),
     }
 }
