@@ -12,92 +12,142 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 use smol::Timer;
 
+use super::gate::Ticket;
 use super::head::{self, Refused};
 use super::wire::{Stalling, Wire};
 use crate::http::endpoints;
 use crate::http::forwarded;
 use crate::service::Service;
 
-/// How long a connection may sit between requests, or take to send a head
-/// (async-h1's own default).
-const HEAD_LIMIT: Duration = Duration::from_secs(60);
+/// How long a connection may wait for the first byte of a request (the
+/// first, or the next on a kept-alive connection).
+const IDLE_LIMIT: Duration = Duration::from_secs(60);
+
+/// How long a request's head may take once its first byte came. Clients send
+/// a head in one write; a head that trickles in is a device holding a
+/// connection open for nothing (nginx's `client_header_timeout`).
+const HEAD_LIMIT: Duration = Duration::from_secs(10);
 
 /// Serves requests on `stream` from `peer` until the client closes, a
-/// request asks to close, or the server stops (an idle connection closes at
-/// once; a request being answered finishes first).
+/// request asks to close, the server stops (an idle connection closes at
+/// once; a request being answered finishes first), or the gate wants its
+/// place while it waits for a request.
+///
+/// Between requests a connection holds no buffer and none of a request's
+/// state: only what [`read_head`] needs, so an idle one costs about 2 KB.
 pub(super) async fn serve(
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: IpAddr,
     service: Arc<Service>,
     stop: Receiver<()>,
+    ticket: Ticket,
 ) {
     let _ = stream.set_nodelay(true);
-    let wire = Wire::new(stream);
-    let mut socket = wire.socket();
     let mut buf = Vec::new();
     loop {
         if stop.is_closed() {
             break;
         }
-        let stopped = async {
+        ticket.idle();
+        let ended = async {
             let _ = stop.recv().await;
-            None
+            Ok::<_, std::io::Error>(Waited::Stopped)
         };
-        let quiet = async {
-            Timer::after(HEAD_LIMIT).await;
-            None
+        let wanted = async {
+            ticket.wanted().await;
+            Ok(Waited::Wanted)
         };
-        let reading = async { Some(read_head(&mut socket, &mut buf).await) };
-        let Some(read) = reading.or(stopped).or(quiet).await else {
-            break;
+        let reading = async {
+            Ok(match read_head(&mut stream, &mut buf).await? {
+                Some(end) => Waited::Head(end),
+                None => Waited::Closed,
+            })
         };
-        let end = match read {
-            Ok(Some(end)) => end,
-            Ok(None) => break,
+        let read = match reading.or(ended).or(wanted).await {
+            Ok(Waited::Head(end)) => end,
+            Ok(Waited::Closed | Waited::Stopped) => break,
+            Ok(Waited::Wanted) => {
+                log::debug!("{peer}: idle connection closed to make room");
+                break;
+            }
             Err(e) => {
                 log::debug!("{peer}: connection ended: {e}");
                 break;
             }
         };
-        let head = match head::rewrite(&buf[..end]) {
+        ticket.busy();
+        let head = match head::rewrite(&buf[..read]) {
             Ok(head) => head,
             Err(refused) => {
-                refuse(&mut socket, peer, refused).await;
+                refuse(&mut Wire::new(stream.clone()).socket(), peer, refused).await;
                 break;
             }
         };
-        wire.begin(head, &buf[end..]);
-        buf.clear();
-
-        let endpoint = |mut req: http_types::Request| {
-            let trusted = &service.config.trusted_proxies;
-            let from = endpoints::Peer {
-                client: forwarded::client(peer, &req, trusted),
-                proxied: forwarded::is_trusted(peer, trusted),
-            };
-            let service = service.clone();
-            let wire = wire.clone();
-            async move {
-                let res = endpoints::handle(service, &mut req, Some(from)).await;
-                if !wire.awaits_continue() {
-                    finish_body(&mut req).await;
-                }
-                Ok(res)
-            }
-        };
-        let status = Server::new(wire.clone(), endpoint).accept_one().await;
-        let keep = matches!(status, Ok(ConnectionStatus::KeepAlive)) && !wire.must_close();
-        if let Err(e) = status {
-            log::debug!("{peer}: connection ended: {e}");
+        // Boxed: a request's state (async-h1's, the endpoint's) is many KB,
+        // and only a connection carrying a request should hold it.
+        let answered = Box::pin(answer(&stream, peer, &service, &ticket, head, &buf[read..])).await;
+        match answered {
+            Some(leftover) => buf = leftover,
+            None => break,
         }
-        if !keep {
-            // Ends a body delimited by the close (an HTTP/1.0 client's).
-            let _ = wire.clone().close().await;
-            break;
-        }
-        // The next request may have begun in what was read for this one.
-        buf = wire.leftover();
     }
+}
+
+enum Waited {
+    Head(usize),
+    Closed,
+    Stopped,
+    Wanted,
+}
+
+/// Answers one request whose head has been read; returns what was read
+/// past its end (the next request's start), or `None` if the connection
+/// carries no more.
+async fn answer(
+    stream: &TcpStream,
+    peer: IpAddr,
+    service: &Arc<Service>,
+    ticket: &Ticket,
+    head: head::Head,
+    body_start: &[u8],
+) -> Option<Vec<u8>> {
+    let wire = Wire::new(stream.clone());
+    wire.begin(head, body_start);
+    let endpoint = |mut req: http_types::Request| {
+        let trusted = &service.config.trusted_proxies;
+        let from = endpoints::Peer {
+            client: forwarded::client(peer, &req, trusted),
+            proxied: forwarded::is_trusted(peer, trusted),
+        };
+        // A proxy's devices are each held to what one device may hold.
+        let counted = from
+            .proxied
+            .then(|| ticket.forwarded(from.client).ok_or(()));
+        let service = service.clone();
+        let wire = wire.clone();
+        async move {
+            let res = match counted {
+                Some(Err(())) => endpoints::too_many_connections(),
+                _ => endpoints::handle(service, &mut req, Some(from)).await,
+            };
+            drop(counted);
+            if !wire.awaits_continue() {
+                finish_body(&mut req).await;
+            }
+            Ok(res)
+        }
+    };
+    let status = Server::new(wire.clone(), endpoint).accept_one().await;
+    let keep = matches!(status, Ok(ConnectionStatus::KeepAlive)) && !wire.must_close();
+    if let Err(e) = status {
+        log::debug!("{peer}: connection ended: {e}");
+    }
+    if !keep {
+        // Ends a body delimited by the close (an HTTP/1.0 client's).
+        let _ = wire.clone().close().await;
+        return None;
+    }
+    Some(wire.leftover())
 }
 
 /// How much of a body the answer did not need is read before the answer
@@ -119,10 +169,14 @@ async fn finish_body(req: &mut http_types::Request) {
 
 /// Reads until `buf` holds a whole head; returns where it ends, or `None`
 /// when the client closed first. A head too long is returned whole, for
-/// [`head::rewrite`] to refuse.
-async fn read_head(socket: &mut Stalling, buf: &mut Vec<u8>) -> std::io::Result<Option<usize>> {
-    // As much as async-h1's own reader takes at once.
-    let mut chunk = [0u8; 8192];
+/// [`head::rewrite`] to refuse. Waits up to [`IDLE_LIMIT`] for the first
+/// byte, then [`HEAD_LIMIT`] for the rest.
+///
+/// Nothing is allocated until bytes arrive: it waits for them with a
+/// one-byte peek, then reads what came into `buf`, grown a KB at a time.
+async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Option<usize>> {
+    let timed_out = |what: &str| std::io::Error::new(std::io::ErrorKind::TimedOut, what.to_owned());
+    let mut head_deadline = None;
     loop {
         if let Some(end) = head::end(buf) {
             return Ok(Some(end));
@@ -130,11 +184,37 @@ async fn read_head(socket: &mut Stalling, buf: &mut Vec<u8>) -> std::io::Result<
         if buf.len() > head::MAX_HEAD {
             return Ok(Some(buf.len()));
         }
-        let n = socket.read(&mut chunk).await?;
-        if n == 0 {
+        // Blank lines between requests do not start a head.
+        if head_deadline.is_none() && buf.iter().any(|b| *b != b'\r' && *b != b'\n') {
+            head_deadline = Some(std::time::Instant::now() + HEAD_LIMIT);
+        }
+        let deadline = head_deadline;
+        let waiting = async {
+            let mut one = [0u8; 1];
+            stream.peek(&mut one).await
+        };
+        let limit = async {
+            match deadline {
+                Some(at) => Timer::at(at).await,
+                None => Timer::after(IDLE_LIMIT).await,
+            };
+            Err(timed_out(if deadline.is_some() {
+                "request head incomplete after 10 s"
+            } else {
+                "idle"
+            }))
+        };
+        if waiting.or(limit).await? == 0 {
             return Ok(None);
         }
-        buf.extend_from_slice(&chunk[..n]);
+        let old = buf.len();
+        let room = old.clamp(1024, head::MAX_HEAD + 1 - old.min(head::MAX_HEAD));
+        buf.resize(old + room, 0);
+        let read = stream.read(&mut buf[old..]).await;
+        buf.truncate(old + *read.as_ref().unwrap_or(&0));
+        if read? == 0 {
+            return Ok(None);
+        }
     }
 }
 

@@ -31,6 +31,11 @@ pub(crate) fn open(config: &Config) -> io::Result<Listener> {
         });
     }
     let socket = TcpListener::bind(SocketAddr::new(config.host, config.port))?;
+    // std listens with a queue of 128, which a device opening connections
+    // in a loop fills in milliseconds; then the kernel drops new ones, a
+    // real client's too, for a second each. Systemd's sockets get the
+    // system's limit (4096); so does ours.
+    nix::sys::socket::listen(&socket, nix::sys::socket::Backlog::MAXCONN)?;
     socket.set_nonblocking(true)?;
     Ok(Listener {
         socket,

@@ -22,6 +22,7 @@ use crate::service::Service;
 
 mod chunked;
 mod connection;
+mod gate;
 mod head;
 mod http10;
 pub mod listen;
@@ -122,6 +123,7 @@ pub async fn serve(
     let mut accept_failures = 0u32;
     // Closing this channel tells every connection to stop taking requests.
     let (stop_tx, stop_rx): (Sender<()>, Receiver<()>) = smol::channel::bounded(1);
+    let gate = gate::Gate::new(gate::PER_DEVICE, gate::TOTAL);
 
     log::info!(
         "leitner {} listening on http://{addr}/ ({origin}), {} user(s), data in {}",
@@ -168,9 +170,17 @@ pub async fn serve(
         match accept.or(signal).or(idle).await {
             Event::Connection(Ok((stream, peer))) => {
                 accept_failures = 0;
-                let service = service.clone();
-                let stop = stop_rx.clone();
-                smol::spawn(connection::serve(stream, peer.ip(), service, stop)).detach();
+                let proxy =
+                    crate::http::forwarded::is_trusted(peer.ip(), &service.config.trusted_proxies);
+                match gate.admit(peer.ip(), proxy) {
+                    Ok(ticket) => {
+                        let service = service.clone();
+                        let stop = stop_rx.clone();
+                        let serve = connection::serve(stream, peer.ip(), service, stop, ticket);
+                        smol::spawn(serve).detach();
+                    }
+                    Err(_) => turn_away(stream),
+                }
             }
             Event::Connection(Err(e)) => {
                 // Out of file descriptors and the like: back off (up to a
@@ -251,6 +261,18 @@ async fn release_memory(service: &Arc<Service>) {
         crate::ground::memory::release_code_pages();
     })
     .await;
+}
+
+/// Closes a connection the gate refused, with a reset: nothing is read or
+/// kept for it, and the kernel keeps no closing state either.
+fn turn_away(stream: TcpStream) {
+    use std::os::fd::AsFd;
+    let linger = nix::sys::socket::sockopt::Linger;
+    let now = nix::libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    let _ = nix::sys::socket::setsockopt(&stream.as_fd(), linger, &now);
 }
 
 /// Takes the data directory's lock, saying so if it must wait. Blocking.

@@ -62,9 +62,9 @@ pub(crate) fn pause(failures: u32) -> Duration {
     FIRST_PAUSE.saturating_mul(1 << doublings).min(MAX_PAUSE)
 }
 
-/// The key for an address: IPv4 as is; IPv6 by its /64, the block one
+/// The device an address belongs to: IPv4 as is; IPv6 by its /64, the block one
 /// device (or one attacker) gets.
-fn key(addr: IpAddr) -> IpAddr {
+pub(crate) fn device_of(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V4(_) => addr,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -100,7 +100,7 @@ impl Turn {
 impl Throttle {
     /// Waits for this address's earlier logins, then for its pause.
     pub(crate) async fn enter(&self, addr: IpAddr) -> Turn {
-        let entry = self.entry(key(addr));
+        let entry = self.entry(device_of(addr));
         let turn = entry.turn.lock_arc().await;
         let failures = lock(&entry.failures).current(Instant::now());
         let wait = pause(failures);
@@ -165,7 +165,7 @@ impl Strangers {
     }
 
     pub(crate) fn admit(&self, addr: IpAddr) -> Option<Admitted<'_>> {
-        let key = key(addr);
+        let key = device_of(addr);
         let mut counts = lock(&self.counts);
         let (total, per) = &mut *counts;
         let mine = per.entry(key).or_default();
@@ -221,10 +221,10 @@ mod tests {
         let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
         let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(key(a), key(b));
-        assert_ne!(key(a), key(c));
+        assert_eq!(device_of(a), device_of(b));
+        assert_ne!(device_of(a), device_of(c));
         let mapped: IpAddr = "::ffff:192.168.1.7".parse().unwrap();
-        assert_eq!(key(mapped), "192.168.1.7".parse::<IpAddr>().unwrap());
+        assert_eq!(device_of(mapped), "192.168.1.7".parse::<IpAddr>().unwrap());
     }
 
     #[test]

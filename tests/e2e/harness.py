@@ -61,7 +61,7 @@ class Server:
     def _read_log(self, proc):
         for line in proc.stderr:
             self.lines.append(line)
-            m = re.search(r"listening on http://[^:]+:(\d+)/", line)
+            m = re.search(r"listening on http://(?:\[[^\]]*\]|[^:/]+):(\d+)/", line)
             if m:
                 self.port = int(m.group(1))
                 self._ready.set()
