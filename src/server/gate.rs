@@ -4,9 +4,12 @@
 //! of its block) holds at most [`PER_DEVICE`] connections; its next one is
 //! closed at once, before anything is read or allocated for it. All devices
 //! together hold at most [`TOTAL`]; past that, an idle connection (one
-//! waiting for a request's head) of the device holding the most makes room,
-//! so many devices at once cannot do what one cannot, and a device that
-//! only holds a few is never the one cut off.
+//! waiting for a request's head) of the device holding the most makes room.
+//! When none of the devices holding many ([`CUT_BUSY_FROM`] or more) has an
+//! idle one, the oldest connection of the biggest of them is cut, busy or
+//! not: requests whose bodies trickle in would otherwise keep every place
+//! for as long as they trickle. A device holding a few, as a syncing client
+//! does, is the last to lose one, and only an idle one.
 //!
 //! A trusted reverse proxy carries many devices over its connections, so it
 //! is not held to the per-device number; instead each device it forwards is,
@@ -39,6 +42,10 @@ pub(crate) const PER_DEVICE: usize = 32;
 /// 192 MiB memory ceiling, with room for the syncs themselves.
 pub(crate) const TOTAL: usize = 1024;
 
+/// A device holding at least this many connections may lose a busy one
+/// when every place is taken and none is idle. A client syncing holds 1-3.
+pub(crate) const CUT_BUSY_FROM: usize = 4;
+
 /// How often one device's refusals are said in the log at most.
 const SAY_AGAIN_AFTER: Duration = Duration::from_secs(600);
 
@@ -69,8 +76,10 @@ struct Inner {
 #[derive(Default)]
 struct Holder {
     open: usize,
-    /// The idle ones, each with the means to tell it to go.
+    /// Its connections, each with the means to tell it to go: those
+    /// waiting for a request, and those carrying one.
     idle: HashMap<u64, Sender<()>>,
+    busy: HashMap<u64, Sender<()>>,
 }
 
 struct Said {
@@ -84,7 +93,7 @@ struct Said {
 pub(crate) enum Refusal {
     /// Its device holds [`PER_DEVICE`] already.
     Device,
-    /// All [`TOTAL`] places are taken, none by an idle connection.
+    /// All [`TOTAL`] places are taken, and none may be given up.
     Full,
 }
 
@@ -95,7 +104,9 @@ pub(crate) struct Ticket {
     id: u64,
     /// Closed by the gate when the place is wanted for someone else.
     told: Receiver<()>,
-    tell: Sender<()>,
+    /// Keeps the channel open for the ticket's life: it closes only when
+    /// the gate says so, not when the gate forgets its own sender.
+    _tell: Sender<()>,
 }
 
 /// One request forwarded by a trusted proxy, counted for its device.
@@ -148,12 +159,13 @@ impl Gate {
         let holder = inner.devices.get_mut(&device).expect("entered above");
         holder.open += 1;
         let (tell, told) = smol::channel::bounded(1);
+        holder.busy.insert(id, tell.clone());
         Ok(Ticket {
             gate: self.clone(),
             device,
             id,
             told,
-            tell,
+            _tell: tell,
         })
     }
 
@@ -216,19 +228,45 @@ impl Inner {
         }
     }
 
-    /// Tells an idle connection of the device holding the most to go;
-    /// false if no connection is idle.
+    /// Tells a connection to go; false if none may. In this order: an idle
+    /// connection of the biggest holder among devices holding many
+    /// ([`CUT_BUSY_FROM`] or more); the oldest connection of the biggest
+    /// of them; an idle connection of the biggest holder of the rest.
     fn send_one_away(&mut self) -> bool {
-        let Some(holder) = self
-            .devices
-            .values_mut()
-            .filter(|h| !h.idle.is_empty())
-            .max_by_key(|h| h.open)
-        else {
-            return false;
+        let many = |h: &Holder| h.open >= CUT_BUSY_FROM;
+        let biggest = |devices: &HashMap<IpAddr, Holder>, fits: &dyn Fn(&Holder) -> bool| {
+            devices
+                .iter()
+                .filter(|(_, h)| fits(h))
+                .max_by_key(|(_, h)| h.open)
+                .map(|(device, _)| *device)
         };
-        let id = *holder.idle.keys().next().expect("not empty");
-        let tell = holder.idle.remove(&id).expect("found");
+        let (device, idle) =
+            if let Some(d) = biggest(&self.devices, &|h| many(h) && !h.idle.is_empty()) {
+                (d, true)
+            } else if let Some(d) = biggest(&self.devices, &|h| many(h) && !h.busy.is_empty()) {
+                (d, false)
+            } else if let Some(d) = biggest(&self.devices, &|h| !h.idle.is_empty()) {
+                (d, true)
+            } else {
+                return false;
+            };
+        let holder = self.devices.get_mut(&device).expect("found above");
+        let tell = if idle {
+            let id = *holder.idle.keys().next().expect("not empty");
+            holder.idle.remove(&id).expect("found")
+        } else {
+            let open = holder.open;
+            let id = *holder.busy.keys().min().expect("not empty");
+            let tell = holder.busy.remove(&id).expect("found");
+            self.refused(Some(device), |refused| {
+                log::warn!(
+                    "{device}: holds {open} connections, all busy, while every place is \
+                     taken: cutting its oldest to make room{refused}"
+                )
+            });
+            tell
+        };
         tell.close();
         self.leaving += 1;
         true
@@ -247,21 +285,29 @@ fn release(map: &mut HashMap<IpAddr, Holder>, device: IpAddr) {
 }
 
 impl Ticket {
-    /// The connection waits for a request: it may be told to go.
+    /// The connection waits for a request.
     pub(crate) fn idle(&self) {
-        let mut inner = self.gate.lock();
-        if let Some(holder) = inner.devices.get_mut(&self.device) {
-            if !self.told.is_closed() {
-                holder.idle.insert(self.id, self.tell.clone());
-            }
-        }
+        self.move_to(true);
     }
 
-    /// The connection carries a request: it keeps its place.
-    pub(crate) fn busy(&self) {
+    /// The connection carries a request. False if it was told to go (as an
+    /// idle one, just before): it should close instead.
+    pub(crate) fn busy(&self) -> bool {
+        self.move_to(false);
+        !self.told.is_closed()
+    }
+
+    fn move_to(&self, idle: bool) {
         let mut inner = self.gate.lock();
         if let Some(holder) = inner.devices.get_mut(&self.device) {
-            holder.idle.remove(&self.id);
+            let (from, to) = if idle {
+                (&mut holder.busy, &mut holder.idle)
+            } else {
+                (&mut holder.idle, &mut holder.busy)
+            };
+            if let Some(tell) = from.remove(&self.id) {
+                to.insert(self.id, tell);
+            }
         }
     }
 
@@ -277,7 +323,8 @@ impl Ticket {
         self.told.is_closed()
     }
 
-    /// Ends when the place is given to another connection.
+    /// Ends when the place is given to another connection: at once if it
+    /// was.
     pub(crate) async fn wanted(&self) {
         let _ = self.told.recv().await;
     }
@@ -292,6 +339,7 @@ impl Drop for Ticket {
         }
         if let Some(holder) = inner.devices.get_mut(&self.device) {
             holder.idle.remove(&self.id);
+            holder.busy.remove(&self.id);
         }
         release(&mut inner.devices, self.device);
     }
@@ -346,8 +394,8 @@ mod tests {
 
     #[test]
     fn when_full_an_idle_connection_of_the_biggest_holder_goes() {
-        let gate = Gate::new(10, 6);
-        let big: Vec<Ticket> = (0..4)
+        let gate = Gate::new(10, 5);
+        let big: Vec<Ticket> = (0..3)
             .map(|_| gate.admit(ip("10.0.0.2"), false).unwrap())
             .collect();
         let small: Vec<Ticket> = (0..2)
@@ -362,7 +410,7 @@ mod tests {
         let gone: Vec<bool> = big.iter().map(Ticket::told_to_go).collect();
         assert_eq!(gone.iter().filter(|g| **g).count(), 1);
         assert!(small.iter().all(|t| !t.told_to_go()));
-        assert_eq!(gate.open(), 6);
+        assert_eq!(gate.open(), 5);
         // The one told to go leaves; its place was already counted free.
         drop(big);
         assert_eq!(gate.open(), 3);
@@ -372,16 +420,54 @@ mod tests {
     }
 
     #[test]
-    fn a_busy_connection_is_never_sent_away() {
-        let gate = Gate::new(10, 2);
+    fn a_busy_connection_goes_only_from_a_device_holding_many() {
+        let gate = Gate::new(10, 5);
+        let few: Vec<Ticket> = (0..2)
+            .map(|_| gate.admit(ip("10.0.0.2"), false).unwrap())
+            .collect();
+        let many: Vec<Ticket> = (0..3)
+            .map(|_| gate.admit(ip("10.0.0.3"), false).unwrap())
+            .collect();
+        for t in few.iter().chain(&many) {
+            t.idle();
+            assert!(t.busy());
+        }
+        // Nobody idle, nobody holding CUT_BUSY_FROM: refused.
+        assert_eq!(gate.admit(ip("10.0.0.4"), false).err(), Some(Refusal::Full));
+        drop(few);
+        let more: Vec<Ticket> = (0..2)
+            .map(|_| gate.admit(ip("10.0.0.3"), false).unwrap())
+            .collect();
+        // 10.0.0.3 holds 5, all busy: its oldest goes.
+        let newcomer = gate.admit(ip("10.0.0.4"), false).unwrap();
+        assert!(many[0].told_to_go());
+        assert!(!many[1].told_to_go() && more.iter().all(|t| !t.told_to_go()));
+        assert!(!newcomer.told_to_go());
+        drop((many, more, newcomer));
+        assert_eq!(gate.open(), 0);
+    }
+
+    #[test]
+    fn a_device_holding_few_keeps_even_its_idle_one_while_others_hold_many() {
+        let gate = Gate::new(10, 5);
+        let many: Vec<Ticket> = (0..4)
+            .map(|_| gate.admit(ip("10.0.0.2"), false).unwrap())
+            .collect();
+        many.iter().for_each(|t| assert!(t.busy()));
+        let pooled = gate.admit(ip("10.0.0.3"), false).unwrap();
+        pooled.idle();
+        let _newcomer = gate.admit(ip("10.0.0.4"), false).unwrap();
+        assert!(!pooled.told_to_go());
+        assert!(many[0].told_to_go());
+    }
+
+    #[test]
+    fn told_to_go_while_idle_means_close_rather_than_serve() {
+        let gate = Gate::new(10, 1);
         let a = gate.admit(ip("10.0.0.2"), false).unwrap();
-        let b = gate.admit(ip("10.0.0.2"), false).unwrap();
         a.idle();
-        a.busy();
-        b.idle();
-        b.busy();
-        assert_eq!(gate.admit(ip("10.0.0.3"), false).err(), Some(Refusal::Full));
-        assert!(!a.told_to_go() && !b.told_to_go());
+        let _b = gate.admit(ip("10.0.0.3"), false).unwrap();
+        assert!(!a.busy());
     }
 
     #[test]

@@ -34,8 +34,9 @@ pub(crate) fn open(config: &Config) -> io::Result<Listener> {
     // std listens with a queue of 128, which a device opening connections
     // in a loop fills in milliseconds; then the kernel drops new ones, a
     // real client's too, for a second each. Systemd's sockets get the
-    // system's limit (4096); so does ours.
-    nix::sys::socket::listen(&socket, nix::sys::socket::Backlog::MAXCONN)?;
+    // system's limit (net.core.somaxconn, 4096); so does ours: -1 asks for
+    // it (musl's SOMAXCONN constant is 128).
+    nix::sys::socket::listen(&socket, nix::sys::socket::Backlog::MAXALLOWABLE)?;
     socket.set_nonblocking(true)?;
     Ok(Listener {
         socket,
