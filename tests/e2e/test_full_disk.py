@@ -149,6 +149,9 @@ def test_meta_media_and_normal_syncs_on_a_full_card_say_why(server_factory, card
         dev.sync(auth)
     print(f"the client says: {refused.value}")
     assert "sync/finish 507" in server.log() or "applyChunk 507" in server.log()
+    # The next sync stops at meta, in words, until there is more room.
+    with pytest.raises(Exception, match="(?i)the server's disk is full"):
+        dev.sync(auth)
     filler.unlink()
 
     # Room again: nothing of the refused steps was kept, and all syncs on.

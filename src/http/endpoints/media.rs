@@ -35,6 +35,7 @@ fn wrapped<T>(data: T) -> Wrapped<T> {
 /// of the batch was kept.
 pub(crate) async fn in_words_if_full(
     answered: Outcome<Response>,
+    service: Arc<crate::service::Service>,
     account: &Arc<Account>,
     zstd: bool,
 ) -> Outcome<Response> {
@@ -44,7 +45,7 @@ pub(crate) async fn in_words_if_full(
     let dir = account.dir.clone();
     let full = failure.disk_full
         || (failure.status == http_types::StatusCode::InternalServerError
-            && blocking(move || Ok::<_, Failure>(super::meta::no_room(&dir))).await?);
+            && blocking(move || Ok::<_, Failure>(!service.room_for_a_sync(&dir))).await?);
     if !full {
         return Err(failure);
     }

@@ -11,6 +11,7 @@ use crate::ground::clock;
 use crate::http::error::{Failure, Outcome};
 use crate::http::framing::{self, MAX_VERSION, MIN_VERSION};
 use crate::service::account::Account;
+use crate::service::Service;
 use crate::storage::collection;
 
 #[derive(Deserialize)]
@@ -51,7 +52,8 @@ pub(crate) async fn meta(call: &mut Call, account: &Arc<Account>) -> Outcome<Res
         {
             let dir = account.dir.clone();
             let full = failure.disk_full;
-            if full || blocking(move || Ok::<_, Failure>(no_room(&dir))).await? {
+            let service = call.service.clone();
+            if full || blocking(move || Ok::<_, Failure>(!service.room_for_a_sync(&dir))).await? {
                 log::warn!(
                     "{}: meta failed on a full disk: {}",
                     account.name,
@@ -101,9 +103,11 @@ async fn answer(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
         None if account.collection_path().exists() => {
             let path = account.collection_path();
             let dir = account.dir.clone();
+            let service = call.service.clone();
             return blocking(move || {
                 let version = check_version(body.parse()?, described)?;
-                let facts = Facts::read(collection::status(&collection::open(&path)?)?, &dir)?;
+                let status = collection::status(&collection::open(&path)?)?;
+                let facts = Facts::read(status, &dir, &service)?;
                 Ok(reply.to(facts, version))
             })
             .await;
@@ -113,6 +117,7 @@ async fn answer(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
     let dir = account.dir.clone();
     let session = call.header.session.clone();
     let idle = call.service.config.sync_idle;
+    let service = call.service.clone();
     blocking(move || {
         let version = check_version(body.parse()?, described)?;
         state.expire_session(idle);
@@ -127,7 +132,7 @@ async fn answer(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
         } else {
             collection::status(state.collection(&dir)?)?
         };
-        Ok(reply.to(Facts::read(status, &dir)?, version))
+        Ok(reply.to(Facts::read(status, &dir, &service)?, version))
     })
     .await
 }
@@ -155,11 +160,15 @@ struct Facts {
 
 impl Facts {
     /// Blocking.
-    fn read(status: collection::Status, account_dir: &std::path::Path) -> Outcome<Facts> {
+    fn read(
+        status: collection::Status,
+        account_dir: &std::path::Path,
+        service: &Service,
+    ) -> Outcome<Facts> {
         Ok(Facts {
             status,
             len: std::fs::metadata(account_dir.join(collection::FILE_NAME))?.len(),
-            disk_full: no_room(account_dir),
+            disk_full: !service.room_for_a_sync(account_dir),
         })
     }
 }
@@ -226,22 +235,5 @@ impl Reply {
             media_usn: self.media_usn,
         };
         framing::reply_json(&meta, self.zstd)
-    }
-}
-
-/// Room a sync needs at least: its WAL pages, a media batch's rows.
-const MIN_FREE: u64 = 1 << 20;
-
-/// Whether the disk holding `account_dir` is (nearly) full even after the
-/// user's older snapshots made room. Blocking.
-pub(super) fn no_room(account_dir: &std::path::Path) -> bool {
-    loop {
-        match crate::ground::durable::free_space(account_dir) {
-            Some(free) if free < MIN_FREE => {}
-            _ => return false,
-        }
-        if !matches!(collection::snapshots::make_room(account_dir), Ok(true)) {
-            return true;
-        }
     }
 }

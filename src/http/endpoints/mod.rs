@@ -140,6 +140,9 @@ pub(crate) async fn handle(
     let res = match outcome {
         Ok(res) => res,
         Err(failure) => {
+            if failure.disk_full {
+                service.met_full_disk();
+            }
             line.problem = Some(failure.message.clone());
             framing::refuse(&failure)
         }
@@ -297,7 +300,7 @@ async fn answer(
                 MediaMethod::UploadChanges => media::upload_changes(call, &account).await,
                 _ => media::sanity(call, &account).await,
             };
-            media::in_words_if_full(answered, &account, zstd).await
+            media::in_words_if_full(answered, call.service.clone(), &account, zstd).await
         }
         Endpoint::Health | Endpoint::Welcome => unreachable!("answered above"),
     }
