@@ -185,8 +185,8 @@ async fn finish_body(req: &mut http_types::Request) {
 /// byte, then [`HEAD_LIMIT`] for the rest.
 ///
 /// Nothing is allocated until bytes arrive: it waits for them with a
-/// one-byte peek, then reads what came into `buf`, grown by at least 1 KiB
-/// and at most doubled each time.
+/// one-byte peek, then reads what came into `buf`, grown each time by what
+/// it holds (at least 1 KiB), never past the limit.
 async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Option<usize>> {
     let timed_out = |what: &str| std::io::Error::new(std::io::ErrorKind::TimedOut, what.to_owned());
     let mut head_deadline = None;

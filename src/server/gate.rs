@@ -9,7 +9,8 @@
 //! idle one, the oldest connection of the biggest of them is cut, busy or
 //! not: requests whose bodies trickle in would otherwise keep every place
 //! for as long as they trickle. A device holding a few, as a syncing client
-//! does, is the last to lose one, and only an idle one.
+//! does, loses only an idle one, and only after those holding many; a
+//! trusted proxy, carrying others' requests, loses only idle ones too.
 //!
 //! A trusted reverse proxy carries many devices over its connections, so it
 //! is not held to the per-device number; instead each device it forwards is,
@@ -80,6 +81,16 @@ struct Holder {
     /// waiting for a request, and those carrying one.
     idle: HashMap<u64, Sender<()>>,
     busy: HashMap<u64, Sender<()>>,
+    /// A trusted proxy: its busy connections carry other devices' requests
+    /// and are never cut.
+    proxy: bool,
+}
+
+impl Holder {
+    /// Connections not yet told to go.
+    fn live(&self) -> usize {
+        self.idle.len() + self.busy.len()
+    }
 }
 
 struct Said {
@@ -134,6 +145,7 @@ impl Gate {
         let device = device_of(peer);
         let mut inner = self.lock();
         let holder = inner.devices.entry(device).or_default();
+        holder.proxy = proxy;
         if !proxy && holder.open >= self.per_device {
             let open = holder.open;
             inner.refused(Some(device), |refused| {
@@ -230,21 +242,24 @@ impl Inner {
 
     /// Tells a connection to go; false if none may. In this order: an idle
     /// connection of the biggest holder among devices holding many
-    /// ([`CUT_BUSY_FROM`] or more); the oldest connection of the biggest
-    /// of them; an idle connection of the biggest holder of the rest.
+    /// ([`CUT_BUSY_FROM`] or more, not counting those already told); the
+    /// oldest connection of the biggest of them (never a proxy's busy one);
+    /// an idle connection of the biggest holder of the rest.
     fn send_one_away(&mut self) -> bool {
-        let many = |h: &Holder| h.open >= CUT_BUSY_FROM;
+        let many = |h: &Holder| h.live() >= CUT_BUSY_FROM;
         let biggest = |devices: &HashMap<IpAddr, Holder>, fits: &dyn Fn(&Holder) -> bool| {
             devices
                 .iter()
                 .filter(|(_, h)| fits(h))
-                .max_by_key(|(_, h)| h.open)
+                .max_by_key(|(_, h)| h.live())
                 .map(|(device, _)| *device)
         };
         let (device, idle) =
             if let Some(d) = biggest(&self.devices, &|h| many(h) && !h.idle.is_empty()) {
                 (d, true)
-            } else if let Some(d) = biggest(&self.devices, &|h| many(h) && !h.busy.is_empty()) {
+            } else if let Some(d) = biggest(&self.devices, &|h| {
+                many(h) && !h.proxy && !h.busy.is_empty()
+            }) {
                 (d, false)
             } else if let Some(d) = biggest(&self.devices, &|h| !h.idle.is_empty()) {
                 (d, true)
@@ -256,7 +271,7 @@ impl Inner {
             let id = *holder.idle.keys().next().expect("not empty");
             holder.idle.remove(&id).expect("found")
         } else {
-            let open = holder.open;
+            let open = holder.live();
             let id = *holder.busy.keys().min().expect("not empty");
             let tell = holder.busy.remove(&id).expect("found");
             self.refused(Some(device), |refused| {
@@ -459,6 +474,25 @@ mod tests {
         let _newcomer = gate.admit(ip("10.0.0.4"), false).unwrap();
         assert!(!pooled.told_to_go());
         assert!(many[0].told_to_go());
+    }
+
+    #[test]
+    fn a_proxy_loses_no_busy_connection_and_the_told_do_not_count() {
+        let gate = Gate::new(100, 6);
+        let proxied: Vec<Ticket> = (0..4)
+            .map(|_| gate.admit(ip("127.0.0.1"), true).unwrap())
+            .collect();
+        proxied.iter().for_each(|t| assert!(t.busy()));
+        let phone: Vec<Ticket> = (0..2)
+            .map(|_| gate.admit(ip("10.0.0.5"), false).unwrap())
+            .collect();
+        phone[0].idle();
+        assert!(phone[1].busy());
+        // Only the phone's idle one may go; its busy one and the proxy's stay.
+        let _newcomer = gate.admit(ip("10.0.0.6"), false).unwrap();
+        assert!(phone[0].told_to_go() && !phone[1].told_to_go());
+        assert!(proxied.iter().all(|t| !t.told_to_go()));
+        assert_eq!(gate.admit(ip("10.0.0.7"), false).err(), Some(Refusal::Full));
     }
 
     #[test]

@@ -32,7 +32,18 @@ pub(crate) struct Account {
     /// Snapshots the server is about to compress or compressing, for
     /// `leitner check` (which otherwise sees a raw snapshot as a problem).
     compressing: Arc<std::sync::atomic::AtomicUsize>,
+    /// When a request of this user last met a full disk, and the free
+    /// bytes then (see [`Account::room_for_a_sync`]).
+    full: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
 }
+
+/// Room a sync needs at least: its WAL pages, a media batch's rows.
+pub(crate) const MIN_FREE: u64 = 1 << 20;
+
+/// How long a request that met a full disk holds the user's next syncs back
+/// unless more room is free: a quota (which `statvfs` does not show) or
+/// room made elsewhere is not waited for longer.
+const FULL_REMEMBERED: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Counts a snapshot as being compressed while it lives.
 pub(crate) struct Compressing(Arc<std::sync::atomic::AtomicUsize>);
@@ -54,6 +65,51 @@ pub(crate) struct AccountState {
 }
 
 impl Account {
+    /// A request of this user met a full disk. Blocking (one `statvfs`).
+    pub(crate) fn met_full_disk(&self) {
+        let free = crate::ground::durable::free_space(&self.dir).unwrap_or(0);
+        *self.full.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), free));
+    }
+
+    /// Whether a sync has room to start: at least [`MIN_FREE`] free, the
+    /// user's older snapshots giving way for it; and, for a while after one
+    /// of the user's requests met a full disk, that much more than was free
+    /// then. So a normal sync that filled the disk halfway (the client could
+    /// only be told "507") is followed by `meta` saying why. Blocking.
+    pub(crate) fn room_for_a_sync(&self) -> bool {
+        loop {
+            let Some(free) = crate::ground::durable::free_space(&self.dir) else {
+                return true;
+            };
+            if free < MIN_FREE {
+                if matches!(
+                    crate::storage::collection::snapshots::make_room(&self.dir),
+                    Ok(true)
+                ) {
+                    continue;
+                }
+                return false;
+            }
+            let mut full = self.full.lock().unwrap_or_else(|p| p.into_inner());
+            return match *full {
+                Some((when, at)) if when.elapsed() < FULL_REMEMBERED => {
+                    if free >= at.saturating_add(MIN_FREE) {
+                        *full = None;
+                        true
+                    } else {
+                        false
+                    }
+                }
+                Some(_) => {
+                    *full = None;
+                    true
+                }
+                None => true,
+            };
+        }
+    }
+
     pub(crate) fn new(name: String, dir: PathBuf) -> Account {
         Account {
             name,
@@ -61,6 +117,7 @@ impl Account {
             state: Arc::new(Mutex::new(AccountState::default())),
             media: Arc::new(Mutex::new(None)),
             media_usn: std::sync::atomic::AtomicI64::new(-1),
+            full: std::sync::Mutex::new(None),
             seen: std::sync::Mutex::new(None),
             files: Arc::new(RwLock::new(())),
             compressing: Arc::default(),

@@ -32,18 +32,11 @@ pub(crate) struct Service {
     /// Requests not yet known to come from a user (logins): only so many
     /// at once, whatever a LAN device opens.
     pub(crate) strangers: throttle::Strangers,
-    /// The free bytes when a request last met a full disk (`u64::MAX`:
-    /// none since there was room): `meta` stops syncs until there is more
-    /// (see [`Service::room_for_a_sync`]).
-    full_at: std::sync::atomic::AtomicU64,
 }
 
 /// The memory request bodies may take at once: with the rest of the process
 /// (about 10 MB), under 64 MB whatever the network sends.
 const BODY_BUDGET: u64 = 48 << 20;
-
-/// Room a sync needs at least: its WAL pages, a media batch's rows.
-pub(crate) const MIN_FREE: u64 = 1 << 20;
 
 /// Logins in flight at once, in all and from one address.
 const STRANGERS: usize = 1024;
@@ -81,46 +74,7 @@ impl Service {
             activity,
             budget: Budget::new(BODY_BUDGET),
             strangers: throttle::Strangers::new(STRANGERS, STRANGERS_PER_ADDRESS),
-            full_at: std::sync::atomic::AtomicU64::new(u64::MAX),
         })
-    }
-
-    /// A request met a full disk.
-    pub(crate) fn met_full_disk(&self) {
-        let free = crate::ground::durable::free_space(&self.config.base).unwrap_or(0);
-        self.full_at
-            .store(free, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Whether a sync has room to start on the disk holding `account_dir`:
-    /// at least [`MIN_FREE`], and, after a request met a full disk, that
-    /// much more than was free then. The user's older snapshots go first to
-    /// make it. So a sync that filled the disk halfway (the client could
-    /// only be told "507") is followed by `meta` saying why. Blocking.
-    pub(crate) fn room_for_a_sync(&self, account_dir: &std::path::Path) -> bool {
-        use std::sync::atomic::Ordering::Relaxed;
-        loop {
-            let Some(free) = crate::ground::durable::free_space(account_dir) else {
-                return true;
-            };
-            let at = self.full_at.load(Relaxed);
-            let needed = match at {
-                u64::MAX => MIN_FREE,
-                at => at.saturating_add(MIN_FREE),
-            };
-            if free >= needed {
-                if at != u64::MAX {
-                    self.full_at.store(u64::MAX, Relaxed);
-                }
-                return true;
-            }
-            if !matches!(
-                crate::storage::collection::snapshots::make_room(account_dir),
-                Ok(true)
-            ) {
-                return false;
-            }
-        }
     }
 
     /// What the server saw of each user, for `leitner status` and the record

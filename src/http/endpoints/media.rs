@@ -35,17 +35,16 @@ fn wrapped<T>(data: T) -> Wrapped<T> {
 /// of the batch was kept.
 pub(crate) async fn in_words_if_full(
     answered: Outcome<Response>,
-    service: Arc<crate::service::Service>,
     account: &Arc<Account>,
     zstd: bool,
 ) -> Outcome<Response> {
     let Err(failure) = answered else {
         return answered;
     };
-    let dir = account.dir.clone();
+    let kept = account.clone();
     let full = failure.disk_full
         || (failure.status == http_types::StatusCode::InternalServerError
-            && blocking(move || Ok::<_, Failure>(!service.room_for_a_sync(&dir))).await?);
+            && blocking(move || Ok::<_, Failure>(!kept.room_for_a_sync())).await?);
     if !full {
         return Err(failure);
     }

@@ -11,7 +11,6 @@ use crate::ground::clock;
 use crate::http::error::{Failure, Outcome};
 use crate::http::framing::{self, MAX_VERSION, MIN_VERSION};
 use crate::service::account::Account;
-use crate::service::Service;
 use crate::storage::collection;
 
 #[derive(Deserialize)]
@@ -50,10 +49,9 @@ pub(crate) async fn meta(call: &mut Call, account: &Arc<Account>) -> Outcome<Res
             if failure.disk_full
                 || failure.status == http_types::StatusCode::InternalServerError =>
         {
-            let dir = account.dir.clone();
             let full = failure.disk_full;
-            let service = call.service.clone();
-            if full || blocking(move || Ok::<_, Failure>(!service.room_for_a_sync(&dir))).await? {
+            let kept = account.clone();
+            if full || blocking(move || Ok::<_, Failure>(!kept.room_for_a_sync())).await? {
                 log::warn!(
                     "{}: meta failed on a full disk: {}",
                     account.name,
@@ -102,12 +100,11 @@ async fn answer(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
         Some(state) => state,
         None if account.collection_path().exists() => {
             let path = account.collection_path();
-            let dir = account.dir.clone();
-            let service = call.service.clone();
+            let kept = account.clone();
             return blocking(move || {
                 let version = check_version(body.parse()?, described)?;
                 let status = collection::status(&collection::open(&path)?)?;
-                let facts = Facts::read(status, &dir, &service)?;
+                let facts = Facts::read(status, &kept)?;
                 Ok(reply.to(facts, version))
             })
             .await;
@@ -117,7 +114,7 @@ async fn answer(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
     let dir = account.dir.clone();
     let session = call.header.session.clone();
     let idle = call.service.config.sync_idle;
-    let service = call.service.clone();
+    let kept = account.clone();
     blocking(move || {
         let version = check_version(body.parse()?, described)?;
         state.expire_session(idle);
@@ -132,7 +129,7 @@ async fn answer(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
         } else {
             collection::status(state.collection(&dir)?)?
         };
-        Ok(reply.to(Facts::read(status, &dir, &service)?, version))
+        Ok(reply.to(Facts::read(status, &kept)?, version))
     })
     .await
 }
@@ -160,15 +157,11 @@ struct Facts {
 
 impl Facts {
     /// Blocking.
-    fn read(
-        status: collection::Status,
-        account_dir: &std::path::Path,
-        service: &Service,
-    ) -> Outcome<Facts> {
+    fn read(status: collection::Status, account: &Account) -> Outcome<Facts> {
         Ok(Facts {
             status,
-            len: std::fs::metadata(account_dir.join(collection::FILE_NAME))?.len(),
-            disk_full: !service.room_for_a_sync(account_dir),
+            len: std::fs::metadata(account.collection_path())?.len(),
+            disk_full: !account.room_for_a_sync(),
         })
     }
 }

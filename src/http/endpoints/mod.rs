@@ -140,9 +140,6 @@ pub(crate) async fn handle(
     let res = match outcome {
         Ok(res) => res,
         Err(failure) => {
-            if failure.disk_full {
-                service.met_full_disk();
-            }
             line.problem = Some(failure.message.clone());
             framing::refuse(&failure)
         }
@@ -278,7 +275,7 @@ async fn answer(
     service.users.devices.heard(&found.key_hash, call.peer, "");
     call.device = Some(found.key_hash);
 
-    match endpoint {
+    let outcome = match endpoint {
         Endpoint::Sync(SyncMethod::Meta) => meta::meta(call, &account).await,
         Endpoint::Sync(SyncMethod::Upload) => full::upload(call, &account).await,
         Endpoint::Sync(SyncMethod::Download) => full::download(call, &account).await,
@@ -300,10 +297,20 @@ async fn answer(
                 MediaMethod::UploadChanges => media::upload_changes(call, &account).await,
                 _ => media::sanity(call, &account).await,
             };
-            media::in_words_if_full(answered, call.service.clone(), &account, zstd).await
+            media::in_words_if_full(answered, &account, zstd).await
         }
         Endpoint::Health | Endpoint::Welcome => unreachable!("answered above"),
+    };
+    if matches!(&outcome, Err(failure) if failure.disk_full) {
+        // For the user's next `meta` (see `Account::room_for_a_sync`).
+        let kept = account.clone();
+        blocking(move || {
+            kept.met_full_disk();
+            Ok::<_, Failure>(())
+        })
+        .await?;
     }
+    outcome
 }
 
 /// A reply whose encoding (zstd) happens on the blocking pool.
