@@ -132,15 +132,15 @@ async fn answer(
             proxied: forwarded::is_trusted(peer, trusted),
         };
         // A proxy's devices are each held to what one device may hold.
-        let counted = from
-            .proxied
-            .then(|| ticket.forwarded(from.client).ok_or(()));
+        let counted = from.proxied.then(|| ticket.forwarded(from.client));
+        let over = matches!(counted, Some(None));
         let service = service.clone();
         let wire = wire.clone();
         async move {
-            let res = match counted {
-                Some(Err(())) => endpoints::too_many_connections(),
-                _ => endpoints::handle(service, &mut req, Some(from)).await,
+            let res = if over {
+                endpoints::too_many_connections()
+            } else {
+                endpoints::handle(service, &mut req, Some(from)).await
             };
             drop(counted);
             if !wire.awaits_continue() {
@@ -188,7 +188,6 @@ async fn finish_body(req: &mut http_types::Request) {
 /// one-byte peek, then reads what came into `buf`, grown each time by what
 /// it holds (at least 1 KiB), never past the limit.
 async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Option<usize>> {
-    let timed_out = |what: &str| std::io::Error::new(std::io::ErrorKind::TimedOut, what.to_owned());
     let mut head_deadline = None;
     loop {
         if let Some(end) = head::end(buf) {
@@ -201,21 +200,22 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result
         if head_deadline.is_none() && buf.iter().any(|b| *b != b'\r' && *b != b'\n') {
             head_deadline = Some(std::time::Instant::now() + HEAD_LIMIT);
         }
-        let deadline = head_deadline;
         let waiting = async {
             let mut one = [0u8; 1];
             stream.peek(&mut one).await
         };
         let limit = async {
-            match deadline {
-                Some(at) => Timer::at(at).await,
-                None => Timer::after(IDLE_LIMIT).await,
+            let why = match head_deadline {
+                Some(at) => {
+                    Timer::at(at).await;
+                    "request head incomplete in time"
+                }
+                None => {
+                    Timer::after(IDLE_LIMIT).await;
+                    "idle"
+                }
             };
-            Err(timed_out(if deadline.is_some() {
-                "request head incomplete after 10 s"
-            } else {
-                "idle"
-            }))
+            Err(std::io::Error::new(std::io::ErrorKind::TimedOut, why))
         };
         if waiting.or(limit).await? == 0 {
             return Ok(None);

@@ -61,10 +61,9 @@ pub(crate) struct Gate {
 
 #[derive(Default)]
 struct Inner {
-    /// Connections counted, those told to go included.
-    open: usize,
-    /// Told to go and not yet gone: their places are already free.
-    leaving: usize,
+    /// Connections not told to go: those told give up their place at once,
+    /// before they are gone.
+    live: usize,
     devices: HashMap<IpAddr, Holder>,
     /// Requests in flight through trusted proxies, by the device forwarded.
     forwarded: HashMap<IpAddr, Holder>,
@@ -153,7 +152,7 @@ impl Gate {
             });
             return Err(Refusal::Device);
         }
-        if inner.open - inner.leaving >= self.total && !inner.send_one_away() {
+        if inner.live >= self.total && !inner.send_one_away() {
             let total = self.total;
             inner.refused(None, |refused| {
                 log::warn!(
@@ -165,7 +164,7 @@ impl Gate {
             }
             return Err(Refusal::Full);
         }
-        inner.open += 1;
+        inner.live += 1;
         inner.next_id += 1;
         let id = inner.next_id;
         let holder = inner.devices.get_mut(&device).expect("entered above");
@@ -206,8 +205,7 @@ impl Gate {
 
     #[cfg(test)]
     fn open(&self) -> usize {
-        let inner = self.lock();
-        inner.open - inner.leaving
+        self.lock().live
     }
 }
 
@@ -283,7 +281,7 @@ impl Inner {
             tell
         };
         tell.close();
-        self.leaving += 1;
+        self.live -= 1;
         true
     }
 }
@@ -348,9 +346,8 @@ impl Ticket {
 impl Drop for Ticket {
     fn drop(&mut self) {
         let mut inner = self.gate.lock();
-        inner.open -= 1;
-        if self.told.is_closed() {
-            inner.leaving -= 1;
+        if !self.told.is_closed() {
+            inner.live -= 1;
         }
         if let Some(holder) = inner.devices.get_mut(&self.device) {
             holder.idle.remove(&self.id);
@@ -375,12 +372,16 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn admit_n(gate: &Arc<Gate>, addr: &str, n: usize, proxy: bool) -> Vec<Ticket> {
+        (0..n)
+            .map(|_| gate.admit(ip(addr), proxy).unwrap())
+            .collect()
+    }
+
     #[test]
     fn a_device_holds_at_most_its_cap_and_gets_room_back() {
         let gate = Gate::new(3, 100);
-        let held: Vec<Ticket> = (0..3)
-            .map(|_| gate.admit(ip("10.0.0.2"), false).unwrap())
-            .collect();
+        let held = admit_n(&gate, "10.0.0.2", 3, false);
         assert_eq!(
             gate.admit(ip("10.0.0.2"), false).err(),
             Some(Refusal::Device)
@@ -410,12 +411,8 @@ mod tests {
     #[test]
     fn when_full_an_idle_connection_of_the_biggest_holder_goes() {
         let gate = Gate::new(10, 5);
-        let big: Vec<Ticket> = (0..3)
-            .map(|_| gate.admit(ip("10.0.0.2"), false).unwrap())
-            .collect();
-        let small: Vec<Ticket> = (0..2)
-            .map(|_| gate.admit(ip("10.0.0.3"), false).unwrap())
-            .collect();
+        let big = admit_n(&gate, "10.0.0.2", 3, false);
+        let small = admit_n(&gate, "10.0.0.3", 2, false);
         // Nobody idle: the newcomer is refused.
         assert_eq!(gate.admit(ip("10.0.0.4"), false).err(), Some(Refusal::Full));
         small.iter().for_each(Ticket::idle);
@@ -437,12 +434,8 @@ mod tests {
     #[test]
     fn a_busy_connection_goes_only_from_a_device_holding_many() {
         let gate = Gate::new(10, 5);
-        let few: Vec<Ticket> = (0..2)
-            .map(|_| gate.admit(ip("10.0.0.2"), false).unwrap())
-            .collect();
-        let many: Vec<Ticket> = (0..3)
-            .map(|_| gate.admit(ip("10.0.0.3"), false).unwrap())
-            .collect();
+        let few = admit_n(&gate, "10.0.0.2", 2, false);
+        let many = admit_n(&gate, "10.0.0.3", 3, false);
         for t in few.iter().chain(&many) {
             t.idle();
             assert!(t.busy());
@@ -450,9 +443,7 @@ mod tests {
         // Nobody idle, nobody holding CUT_BUSY_FROM: refused.
         assert_eq!(gate.admit(ip("10.0.0.4"), false).err(), Some(Refusal::Full));
         drop(few);
-        let more: Vec<Ticket> = (0..2)
-            .map(|_| gate.admit(ip("10.0.0.3"), false).unwrap())
-            .collect();
+        let more = admit_n(&gate, "10.0.0.3", 2, false);
         // 10.0.0.3 holds 5, all busy: its oldest goes.
         let newcomer = gate.admit(ip("10.0.0.4"), false).unwrap();
         assert!(many[0].told_to_go());
@@ -465,9 +456,7 @@ mod tests {
     #[test]
     fn a_device_holding_few_keeps_even_its_idle_one_while_others_hold_many() {
         let gate = Gate::new(10, 5);
-        let many: Vec<Ticket> = (0..4)
-            .map(|_| gate.admit(ip("10.0.0.2"), false).unwrap())
-            .collect();
+        let many = admit_n(&gate, "10.0.0.2", 4, false);
         many.iter().for_each(|t| assert!(t.busy()));
         let pooled = gate.admit(ip("10.0.0.3"), false).unwrap();
         pooled.idle();
@@ -479,13 +468,9 @@ mod tests {
     #[test]
     fn a_proxy_loses_no_busy_connection_and_the_told_do_not_count() {
         let gate = Gate::new(100, 6);
-        let proxied: Vec<Ticket> = (0..4)
-            .map(|_| gate.admit(ip("127.0.0.1"), true).unwrap())
-            .collect();
+        let proxied = admit_n(&gate, "127.0.0.1", 4, true);
         proxied.iter().for_each(|t| assert!(t.busy()));
-        let phone: Vec<Ticket> = (0..2)
-            .map(|_| gate.admit(ip("10.0.0.5"), false).unwrap())
-            .collect();
+        let phone = admit_n(&gate, "10.0.0.5", 2, false);
         phone[0].idle();
         assert!(phone[1].busy());
         // Only the phone's idle one may go; its busy one and the proxy's stay.

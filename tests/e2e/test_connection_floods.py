@@ -39,9 +39,9 @@ def many_files():
 def open_idle(port: int, source: str, count: int, head: bytes = PARTIAL_HEAD,
               family=socket.AF_INET, host="127.0.0.1") -> list[socket.socket]:
     """`count` connections from `source`, each sending `head` (a request's
-    beginning) and then nothing; those the server still holds. (Holding the
-    ones it reset would only slow this process's connects: each one's port
-    stays taken.)"""
+    beginning) and then nothing. Every 200, those the server reset are let
+    go (holding them would only slow this process's connects: each one's
+    port stays taken); the rest are returned, the last ones reset or not."""
     held = []
     for i in range(count):
         if i % 200 == 199:

@@ -41,11 +41,7 @@ pub(crate) async fn in_words_if_full(
     let Err(failure) = answered else {
         return answered;
     };
-    let kept = account.clone();
-    let full = failure.disk_full
-        || (failure.status == http_types::StatusCode::InternalServerError
-            && blocking(move || Ok::<_, Failure>(!kept.room_for_a_sync())).await?);
-    if !full {
+    if !super::of_a_full_disk(&failure, account).await? {
         return Err(failure);
     }
     log::warn!("{}: media sync stopped: {}", account.name, failure.message);

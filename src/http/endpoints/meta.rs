@@ -42,24 +42,15 @@ struct Meta {
 pub(crate) async fn meta(call: &mut Call, account: &Arc<Account>) -> Outcome<Response> {
     let zstd = call.zstd();
     match answer(call, account).await {
-        // On a card filled to the last byte, even reading can fail (SQLite
-        // cannot create the files it reads through): the client is told
-        // why, as before any other sync, not "server problem".
-        Err(failure)
-            if failure.disk_full
-                || failure.status == http_types::StatusCode::InternalServerError =>
-        {
-            let full = failure.disk_full;
-            let kept = account.clone();
-            if full || blocking(move || Ok::<_, Failure>(!kept.room_for_a_sync())).await? {
-                log::warn!(
-                    "{}: meta failed on a full disk: {}",
-                    account.name,
-                    failure.message
-                );
-                return Ok(disk_full(zstd));
-            }
-            Err(failure)
+        // On a full disk the client is told why, as before any other sync,
+        // not "server problem".
+        Err(failure) if super::of_a_full_disk(&failure, account).await? => {
+            log::warn!(
+                "{}: meta failed on a full disk: {}",
+                account.name,
+                failure.message
+            );
+            Ok(disk_full(zstd))
         }
         answered => answered,
     }

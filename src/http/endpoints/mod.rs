@@ -313,6 +313,24 @@ async fn answer(
     outcome
 }
 
+/// Whether `failure` came of a full disk: said so by its cause, or a server
+/// error while the disk holding the user's folder has no room for a sync
+/// (on a card filled to the last byte SQLite fails with "disk I/O error").
+/// For the endpoints that can tell the client in words. Blocking hop.
+pub(crate) async fn of_a_full_disk(
+    failure: &Failure,
+    account: &Arc<crate::service::account::Account>,
+) -> Outcome<bool> {
+    if failure.disk_full {
+        return Ok(true);
+    }
+    if failure.status != StatusCode::InternalServerError {
+        return Ok(false);
+    }
+    let account = account.clone();
+    blocking(move || Ok(!account.room_for_a_sync())).await
+}
+
 /// A reply whose encoding (zstd) happens on the blocking pool.
 pub(crate) async fn reply_json<T: serde::Serialize + Send + 'static>(
     value: T,
